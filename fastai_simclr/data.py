@@ -184,7 +184,7 @@ class KFoldSplitter:
         ys = np.array([str(self.get_y(o)) for o in items])
         cls, cnt = np.unique(ys, return_counts=True)
         if cnt.min() < self.n_splits:
-            raise DataError(f"cannot make {self.n_splits} stratified folds: class {cls[cnt.argmin()]!r} has only {cnt.min()} items")
+            raise DataError(f"cannot make {self.n_splits} stratified folds: class {str(cls[cnt.argmin()])!r} has only {cnt.min()} items")
         return list(StratifiedKFold(self.n_splits, shuffle=True, random_state=self.seed).split(np.zeros(n), ys))
 
     def __call__(self, items):

@@ -1,0 +1,29 @@
+"Shared fixtures: real CIFAR-10 (from `$FASTAI_SIMCLR_DATA` or fastai's download) and small real folders made from it"
+import os, shutil
+from pathlib import Path
+import pytest
+from fastai_simclr.data import load_cifar10, cifar10_path
+
+@pytest.fixture(scope='session')
+def cifar_path():
+    "The real CIFAR-10 folder"
+    return cifar10_path()
+
+@pytest.fixture(scope='session')
+def cifar(cifar_path):
+    "Decoded real CIFAR-10"
+    return load_cifar10(cifar_path, verbose=False)
+
+def copy_subset(src:Path, dst:Path, per_class:int=4, test_per_class:int=2):
+    "A small CIFAR-10 folder with the first `per_class` real images of each class"
+    for split,n in (('train',per_class),('test',test_per_class)):
+        for cdir in sorted((src/split).iterdir()):
+            if not cdir.is_dir(): continue
+            (dst/split/cdir.name).mkdir(parents=True, exist_ok=True)
+            for f in sorted(cdir.iterdir())[:n]: shutil.copy(f, dst/split/cdir.name/f.name)
+    return dst
+
+@pytest.fixture
+def small_cifar(cifar_path, tmp_path):
+    "A writable folder of 40 train and 20 test real CIFAR-10 images"
+    return copy_subset(cifar_path, tmp_path/'cifar10')
