@@ -83,13 +83,18 @@ def frontmatter(nb):
 
 
 def _fenced_divs(md):
-    "Quarto fenced divs (`::: {.callout-note}` ... `:::`) as plain HTML divs"
+    "Quarto fenced divs (`::: {.callout-note}` ... `:::`) as placeholder paragraphs, made into divs after rendering"
     def _open(m):
-        cls = ' '.join(o.lstrip('.') for o in re.findall(r'\.[\w-]+', m.group(1) or ''))
-        return f'<div class="{cls}">\n'
-    md = re.sub(r'^:::+[ \t]*\{([^}\n]*)\}[ \t]*$', _open, md, flags=re.M)
-    md = re.sub(r'^:::+[ \t]*([\w-]+)[ \t]*$', lambda m: f'<div class="{m.group(1)}">\n', md, flags=re.M)
-    return re.sub(r'^:::+[ \t]*$', '\n</div>', md, flags=re.M)
+        attrs = m.group(1) if m.group(1) is not None else '.' + m.group(2)
+        cls = ''.join(re.findall(r'\.[\w-]+', attrs))
+        return f'\n\nPREVIEWDIVOPEN{cls}\n\n'
+    md = re.sub(r'^:::+[ \t]*(?:\{([^}\n]*)\}|([\w-]+))[ \t]*$', _open, md, flags=re.M)
+    return re.sub(r'^:::+[ \t]*$', '\n\nPREVIEWDIVCLOSE\n\n', md, flags=re.M)
+
+
+def _fenced_divs_html(body):
+    body = re.sub(r'<p>PREVIEWDIVOPEN([\w.-]*)</p>', lambda m: f'<div class="{" ".join(m.group(1).split(".")).strip()}">', body)
+    return body.replace('<p>PREVIEWDIVCLOSE</p>', '</div>')
 
 
 def clean_nb(nb):
@@ -226,7 +231,7 @@ class Site:
     def postprocess(self, body, page):
         "Quarto-style heading ids, rewritten links, embedded images; returns (body, toc entries)"
         seen, toc = {}, []
-        body = self.pandoc_attrs(body)
+        body = self.pandoc_attrs(_fenced_divs_html(body))
         def _heading(m):
             lvl, inner = m.group(1), m.group(3)
             inner = re.sub(r'<a class="anchor-link"[^>]*>.*?</a>', '', inner, flags=re.S)
