@@ -195,7 +195,9 @@ class KFoldSplitter:
 class ArrayDataset:
     "Images (and labels) held as tensors: `ds[i]` is `(TensorImage,)` or `(TensorImage, TensorCategory)`"
     n_inp = 1
-    def __init__(self, x, y=None, vocab=None): store_attr()
+    def __init__(self, x, y=None, vocab=None,
+                 split_idx=None): # 0 for a training set, 1 for validation: fastai applies `RandTransform`s with `split_idx=0` to training batches only
+        store_attr()
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return tuple(o[0] for o in self.batch([i]))
     def batch(self, idxs):
@@ -239,8 +241,8 @@ def unlabeled_dls(data:CIFARData, # From `load_cifar10`
     tfms = [IntToFloatTensor(), *L(batch_tfms), Normalize.from_stats(*CIFAR_STATS, cuda=False)]
     set_seed(seed)
     dev = _device(device)
-    dls = [ArrayDL(ArrayDataset(x[i]), bs=bs, shuffle=shuf, drop_last=True, num_workers=0, after_batch=tfms, device=dev)
-           for x,i,shuf in ((data.train_x,trn,True), (data.test_x,val,False))]
+    dls = [ArrayDL(ArrayDataset(x[i], split_idx=split), bs=bs, shuffle=split==0, drop_last=True, num_workers=0, after_batch=tfms, device=dev)
+           for x,i,split in ((data.train_x,trn,0), (data.test_x,val,1))]
     if len(val) < 2: raise DataError(f"valid_n must be at least 2, got {valid_n}")
     if bs > len(val): dls[1].bs = len(val) - len(val) % 2
     return DataLoaders(*dls, device=dev)
@@ -252,7 +254,7 @@ def fold_dls(data:CIFARData, # From `load_cifar10`
              frac:float=0.3, # Fraction of the training labels used (`label_subset`)
              seed:int=42, # Fixes the subset, the folds and the shuffling
              bs:int=256, # Batch size
-             batch_tfms=None, # Training-only augmentations (e.g. `cifar_train_augs()`), run before `Normalize`
+             batch_tfms=None, # Augmentations (e.g. `cifar_train_augs()`), run before `Normalize`; those with `split_idx=0` touch training batches only
              device=None, # Default: fastai's `default_device()`
             )->DataLoaders:
     "DataLoaders for fold `fold` of the stratified `frac` subset; `dls.test` holds the official test set"
@@ -264,11 +266,11 @@ def fold_dls(data:CIFARData, # From `load_cifar10`
     norm = Normalize.from_stats(*CIFAR_STATS, cuda=False)
     dev = _device(device)
     set_seed(seed)
-    mk = lambda x,y,shuf,tfms: ArrayDL(ArrayDataset(x, y, data.vocab), bs=bs, shuffle=shuf, num_workers=0,
-                                        after_batch=[IntToFloatTensor(), *tfms, norm], device=dev)
-    dls = DataLoaders(mk(data.train_x[trn], data.train_y[trn], True, L(batch_tfms)),
-                      mk(data.train_x[val], data.train_y[val], False, []), device=dev)
-    dls.test = mk(data.test_x, data.test_y, False, [])
+    mk = lambda x,y,split,tfms: ArrayDL(ArrayDataset(x, y, data.vocab, split), bs=bs, shuffle=split==0, num_workers=0,
+                                         after_batch=[IntToFloatTensor(), *tfms, norm], device=dev)
+    dls = DataLoaders(mk(data.train_x[trn], data.train_y[trn], 0, L(batch_tfms)),
+                      mk(data.train_x[val], data.train_y[val], 1, L(batch_tfms)), device=dev)
+    dls.test = mk(data.test_x, data.test_y, 1, L(batch_tfms))
     dls.vocab, dls.c = data.vocab, data.c
     dls.train_idxs, dls.valid_idxs = trn, val
     return dls
