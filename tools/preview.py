@@ -135,6 +135,12 @@ def clean_nb(nb):
     return res, fm
 
 
+def markdown_html(md):
+    "Markdown (a page description) as HTML, the way nbconvert renders markdown cells"
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+    return markdown2html_mistune(str(md)).strip()
+
+
 def first_h1(nb):
     for c in nb['cells']:
         m = re.search(r'^#\s+(.+)$', ''.join(c.get('source', '')), re.M) if c['cell_type'] == 'markdown' else None
@@ -228,6 +234,9 @@ class Site:
                       lambda m: f'{m.group(1)}{_attrs(m.group(3))}>{m.group(2)}</a>', body, flags=re.S)
         return re.sub(r'(<img\s[^>]*?)\s*/?>\{([^{}<>\n]*)\}', lambda m: f'{m.group(1)}{_attrs(m.group(2))}>', body)
 
+    def fix_links(self, body, page):
+        return re.sub(r'(<a\s[^>]*?href=")([^"]*)(")', lambda m: m.group(1) + self.fix_href(m.group(2), page) + m.group(3), body)
+
     def postprocess(self, body, page):
         "Quarto-style heading ids, rewritten links, embedded images; returns (body, toc entries)"
         seen, toc = {}, []
@@ -242,7 +251,7 @@ class Site:
             if lvl in ('2', '3'): toc.append((int(lvl), hid, text))
             return f'<h{lvl} id="{hid}">{inner}<a class="anchor-link" href="#{hid}">¶</a></h{lvl}>'
         body = re.sub(r'<h([1-6])(\s[^>]*)?>(.*?)</h\1>', _heading, body, flags=re.S)
-        body = re.sub(r'(<a\s[^>]*?href=")([^"]*)(")', lambda m: m.group(1) + self.fix_href(m.group(2), page) + m.group(3), body)
+        body = self.fix_links(body, page)
         body = re.sub(r'(<img\s[^>]*?src=")([^"]*)(")', lambda m: m.group(1) + self.embed_src(m.group(2), page) + m.group(3), body)
         return body, toc
 
@@ -306,7 +315,7 @@ class Site:
         idx = self.rel_href('index.html', page_out)
         toc_html = ''.join(f'<li class="l{lvl}"><a href="#{hid}">{html.escape(t)}</a></li>' for lvl, hid, t in toc)
         toc_html = f'<nav class="toc"><div class="section">On this page</div><ul>{toc_html}</ul></nav>' if toc else ''
-        desc = f'<p class="description">{html.escape(description)}</p>' if description else ''
+        desc = f'<div class="description">{description}</div>' if description else ''
         css = CSS + HtmlFormatter(style='default').get_style_defs('.highlight')
         return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
                 f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -336,11 +345,13 @@ class Site:
             body, toc = self.postprocess(body, page)
             dest = self.out/page['out']
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(self.page_html(page['title'], page['description'], body, toc, page['out']), encoding='utf-8')
+            desc = self.fix_links(markdown_html(page['description']), page) if page['description'] else ''
+            dest.write_text(self.page_html(page['title'], desc, body, toc, page['out']), encoding='utf-8')
         if 'index.html' not in {p['out'] for p in self.pages.values()}:
             self.warnings.append(f'no {self.cfg.readme_nb} in {self.nbs}: index.html only lists the pages')
             body = '<p>No <code>index.ipynb</code> yet. Pages:</p>' + self.nav_html('index.html')
-            (self.out/'index.html').write_text(self.page_html(self.title, self.description, body, [], 'index.html'), encoding='utf-8')
+            (self.out/'index.html').write_text(self.page_html(self.title, html.escape(self.description), body, [], 'index.html'),
+                                               encoding='utf-8')
         return errors
 
 
@@ -361,7 +372,8 @@ nav.toc { position: sticky; top: 0; width: 220px; flex: none; padding: 1rem; fon
 nav.toc li.l3 { padding-left: .75rem; }
 main { flex: 1; min-width: 0; max-width: 960px; padding: 1rem 2rem 4rem 2rem; }
 h1.title { margin-bottom: .25rem; }
-p.description { font-style: italic; font-size: 135%; opacity: 70%; margin-top: 0; }
+div.description { font-style: italic; font-size: 135%; opacity: 70%; margin-top: 0; }
+div.description p { margin-top: 0; }
 a.anchor-link { visibility: hidden; margin-left: .3rem; font-size: .8em; }
 h1:hover a.anchor-link, h2:hover a.anchor-link, h3:hover a.anchor-link, h4:hover a.anchor-link { visibility: visible; }
 .cell { margin-bottom: 1rem; }
