@@ -66,7 +66,8 @@ class Dom(HTMLParser):
 def site(tmp_path_factory):
     "The preview, built into a temporary folder"
     out = tmp_path_factory.mktemp('preview')/'site'
-    r = subprocess.run([sys.executable, str(ROOT/'tools'/'preview.py'), '--out', str(out)], cwd=ROOT,
+    # --force: reprocess every notebook, so show_doc output comes from the current library, not a stale _proc/
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'preview.py'), '--force', '--out', str(out)], cwd=ROOT,
                        capture_output=True, text=True, timeout=3600)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT/'preview.log').write_text(f'exit status {r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}')
