@@ -92,8 +92,9 @@ class EpochCheckpoint(Callback):
                'lr': float(self.opt.hypers[-1]['lr']), 'seconds': round(time.time() - self.t0, 3)}
         if self.n: row['train_loss'] = self.tot / self.n   # the epoch's mean, not fastai's smoothed value
         self.history.append(row)
-        atomic_save({'model': get_model(self.model).state_dict(), 'opt': self.opt.state_dict(),
-                     'epoch': self.epoch + 1, 'history': self.history, 'extra': self.extra}, self.path)
+        if rank_distrib() == 0: # under fastai's distributed training only rank 0 writes
+            atomic_save({'model': get_model(self.model).state_dict(), 'opt': self.opt.state_dict(),
+                         'epoch': self.epoch + 1, 'history': self.history, 'extra': self.extra}, self.path)
 
 # %% ../nbs/08_checkpoint.ipynb #f19a4d2b
 def fit_resumable(learn:Learner, # A `Learner` whose model and optimizer are freshly created
