@@ -10,7 +10,8 @@ import argparse, sys, os, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'CLIError', 'cmd_prepare', 'subcommand', 'make_parser', 'main']
+__all__ = ['SUBCOMMANDS', 'CPU_IMAGES_PER_SECOND', 'CLIError', 'cmd_prepare', 'subcommand', 'cmd_reproduce', 'cmd_pretrain',
+           'make_parser', 'main']
 
 # %% ../nbs/20_cli.ipynb #397a5758
 class CLIError(ValueError):
@@ -45,6 +46,114 @@ def _prepare_args(p):
     p.set_defaults(func=cmd_prepare)
 
 # %% ../nbs/20_cli.ipynb #7565dd32
+CPU_IMAGES_PER_SECOND = 80  # ResNet-18 CIFAR forward+backward on a 2-core CPU (measured with the bench command)
+
+def _parse_set(items, preset):
+    "`KEY=VALUE` overrides, typed like the preset's field"
+    from .recipes import Preset
+    import dataclasses, typing
+    types = {f.name: f.default for f in dataclasses.fields(Preset)}
+    out = {}
+    for it in items or []:
+        if '=' not in it: raise CLIError(f"--set expects KEY=VALUE, got {it!r}")
+        k, v = it.split('=', 1)
+        k = k.strip().replace('-', '_')
+        if k not in types or k == 'name': raise CLIError(f"unknown preset setting {k!r}; settings: {', '.join(n for n in types if n != 'name')}")
+        cur = getattr(preset, k)
+        try:
+            if v.lower() in ('none', 'all', ''): val = None
+            elif k == 'folds': val = tuple(int(o) for o in v.split(','))
+            elif isinstance(cur, float) or k in ('lr','pretrain_lr','pretrain_wd','temperature','frac','gamma','gamma_after','pretrain_gamma'): val = float(v)
+            else: val = int(v)
+        except ValueError: raise CLIError(f"--set {k}: cannot read {v!r} as a number") from None
+        out[k] = val
+    return out
+
+def _preset_from_args(args):
+    from .recipes import get_preset, PRESETS
+    if args.preset not in PRESETS: raise CLIError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    base = PRESETS[args.preset]
+    over = _parse_set(args.set, base)
+    for k in ('epochs', 'pretrain_epochs', 'bs', 'pretrain_bs', 'temperature', 'frac'):
+        v = getattr(args, k, None)
+        if v is not None: over[k] = v
+    if getattr(args, 'folds', None) is not None: over['folds'] = tuple(int(o) for o in args.folds.split(','))
+    return get_preset(args.preset, **over)
+
+def _confirm_long_run(p, args):
+    "On a CPU, say how long `p` will take and ask (or require `--yes`)"
+    import torch
+    dev = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    if not dev.startswith('cpu') or p.name != 'seed' or args.yes: return
+    hours = p.image_passes() / CPU_IMAGES_PER_SECOND / 3600
+    msg = (f"the seed preset is {p.image_passes()/1e6:.1f} million image passes: on this CPU (about {CPU_IMAGES_PER_SECOND} images/s) "
+           f"that is about {hours:.0f} hours. It is meant for a GPU.")
+    if not sys.stdin.isatty(): raise CLIError(msg + " Add --yes to run it anyway.")
+    if input(f"{msg} Run it anyway? [y/N] ").strip().lower() not in ('y', 'yes'): raise CLIError("not started")
+
+def _add_run_args(p, default_preset='quick'):
+    _add_data(p)
+    p.add_argument('--preset', default=default_preset, help=f"seed (the published recipe, meant for a GPU), quick (~15 min on a 2-core CPU) or smoke (seconds); default {default_preset}")
+    p.add_argument('--out', metavar='DIR', help='output folder (default runs/<preset>); re-running with the same folder resumes')
+    p.add_argument('--seed', type=int, default=42, help='fixes the label subset, the folds and every initialization (default 42)')
+    p.add_argument('--device', help="torch device, e.g. cpu or cuda:0 (default: fastai's default_device())")
+    p.add_argument('--epochs', type=int, help='override: epochs of the baseline and of the fine-tune')
+    p.add_argument('--pretrain-epochs', type=int, help='override: SimCLR pre-training epochs')
+    p.add_argument('--bs', type=int, help='override: batch size of the baseline and fine-tune')
+    p.add_argument('--pretrain-bs', type=int, help='override: SimCLR batch size (pairs of views)')
+    p.add_argument('--temperature', type=float, help='override: NT-Xent temperature')
+    p.add_argument('--frac', type=float, help='override: fraction of the training labels used')
+    p.add_argument('--folds', help='override: comma-separated folds to train, e.g. 0,1')
+    p.add_argument('--set', action='append', metavar='KEY=VALUE', help='override any preset setting (see the Preset docs), repeatable')
+    p.add_argument('--yes', action='store_true', help='do not ask before a run that will take hours on a CPU')
+    p.add_argument('--sync-bn', action='store_true', help='pre-training under accelerate launch/torchrun on several GPUs: SyncBatchNorm (global BN statistics)')
+
+def cmd_reproduce(args):
+    "Pre-train, k-NN check, baseline and fine-tune under cross-validation, then the report"
+    from .reproduce import reproduce
+    p = _preset_from_args(args)
+    _confirm_long_run(p, args)
+    if args.encoder is not None and not Path(args.encoder).is_file(): raise CLIError(f"encoder file not found: {args.encoder}")
+    from .distributed import setup_distributed
+    res = reproduce(p, data=args.data, out=args.out, seed=args.seed, encoder=args.encoder, device=setup_distributed(args.device),
+                    command='fastai-simclr ' + ' '.join(sys.argv[1:] if args.argv is None else args.argv), sync_bn=args.sync_bn)
+    if res is None: return  # a process of a distributed launch other than rank 0
+    b, f = res['baseline'], res['finetune']
+    print(f"baseline {100*b['final']['accuracy']['mean']:.1f}% vs SimCLR fine-tune {100*f['final']['accuracy']['mean']:.1f}% "
+          f"validation accuracy (test: {100*b['test_accuracy']['mean']:.1f}% vs {100*f['test_accuracy']['mean']:.1f}%)")
+
+def cmd_pretrain(args):
+    "SimCLR pre-training only; saves the encoder"
+    from .recipes import run_pretrain
+    from .reproduce import check_config
+    p = _preset_from_args(args)
+    _confirm_long_run(p, args)
+    from .distributed import setup_distributed, is_main_process, main_process_first
+    out = Path(args.out or f'runs/{p.name}')
+    device = setup_distributed(args.device) # under accelerate launch/torchrun: join the processes, this process' GPU
+    if is_main_process(): check_config(out, {'preset': p.to_dict(), 'seed': args.seed, 'encoder': None})
+    from .data import load_cifar10
+    data = main_process_first(load_cifar10, args.data, verbose=False)
+    r = run_pretrain(data, p, out, args.seed, device, sync_bn=args.sync_bn)
+    if not is_main_process(): return
+    print(f"encoder saved to {r['encoder']} ({len(r['history'])} epochs, final NT-Xent loss {r['history'][-1]['train_loss']:.3f}; "
+          f"{r['processes']} process(es), effective batch {r['effective_batch_size']} pairs)")
+
+@subcommand('reproduce', 'the whole experiment: SimCLR pre-training, k-NN check, baseline vs fine-tune under CV, report and plots',
+            'Pre-train with SimCLR, measure the encoder with k-NN, train the baseline and the fine-tune on every fold, and write '
+            'results.json, report.md and PNG plots to --out. An interrupted run resumes when started again with the same --out.')
+def _reproduce_args(p):
+    _add_run_args(p)
+    p.add_argument('--encoder', metavar='PATH', help='a pre-trained encoder (e.g. runs/seed/pretrain/encoder.pth): skip pre-training')
+    p.set_defaults(func=cmd_reproduce)
+
+@subcommand('pretrain', 'SimCLR pre-training only, saving the encoder to <out>/pretrain/encoder.pth',
+            'SimCLR pre-training with the preset\'s settings; resumable like reproduce, and the same --out can then be given to reproduce.')
+def _pretrain_args(p):
+    _add_run_args(p)
+    p.set_defaults(func=cmd_pretrain)
+
+# %% ../nbs/20_cli.ipynb #941da879
 def make_parser()->argparse.ArgumentParser:
     "The `fastai-simclr` argument parser with every registered subcommand"
     parser = argparse.ArgumentParser(prog='fastai-simclr',
@@ -55,11 +164,18 @@ def make_parser()->argparse.ArgumentParser:
     return parser
 
 def main(argv=None):
-    "Entry point of the `fastai-simclr` command"
+    "Entry point of the `fastai-simclr` command; returns the exit status"
     parser = make_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     if not getattr(args, 'func', None): parser.print_help(); return 2
-    from .data import DataError
+    if os.environ.get('FASTAI_SIMCLR_DEBUG'): return args.func(args) or 0
+    from .checkpoint import CheckpointError, NonFiniteLossError
     try: return args.func(args) or 0
-    except KeyboardInterrupt: print('fastai-simclr: interrupted', file=sys.stderr); return 130
-    except (CLIError, DataError) as e: print(f'fastai-simclr: error: {e}', file=sys.stderr); return 2
+    except KeyboardInterrupt: print('fastai-simclr: interrupted; run the same command again to resume', file=sys.stderr); return 130
+    except (ValueError, OSError, CheckpointError, NonFiniteLossError) as e:
+        msg = ' '.join(str(e).split('\n')[-1].split()) if 'Exception occured in' in str(e) else ' '.join(str(e).split())
+        print(f'fastai-simclr: error: {msg}', file=sys.stderr); return 2
+
+# %% ../nbs/20_cli.ipynb #51cf6fc8
+if __name__ == '__main__': sys.exit(main())

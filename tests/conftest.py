@@ -27,3 +27,16 @@ def copy_subset(src:Path, dst:Path, per_class:int=4, test_per_class:int=2):
 def small_cifar(cifar_path, tmp_path):
     "A writable folder of 40 train and 20 test real CIFAR-10 images"
     return copy_subset(cifar_path, tmp_path/'cifar10')
+
+def run_cli(*args, timeout=900, **kw):
+    "Run `fastai-simclr` in a subprocess (as `python -m`, so the test uses this checkout's interpreter)"
+    import subprocess, sys
+    return subprocess.run([sys.executable, '-m', 'fastai_simclr.cli', *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+@pytest.fixture(scope='session')
+def smoke_run(tmp_path_factory):
+    "One complete `reproduce --preset smoke` run on real CIFAR-10, shared by the tests that only read it"
+    out = tmp_path_factory.mktemp('smoke')/'run'
+    r = run_cli('reproduce', '--preset', 'smoke', '--out', str(out), '--device', 'cpu')
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r

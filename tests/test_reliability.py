@@ -1,0 +1,99 @@
+"Bad input and failures through the CLI on real CIFAR-10 files: one clear line, exit status 2, nothing the user had is lost"
+import json, os, shutil, subprocess, sys, hashlib, contextlib
+from pathlib import Path
+import pytest
+import torch
+
+from conftest import run_cli as cli
+
+def assert_error(r, *fragments):
+    "Exit status 2, one line on stderr that starts with the program name and holds every fragment, no traceback"
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('fastai-simclr: error: '), r.stderr[-3000:]
+    assert 'Traceback' not in r.stderr
+    for f in fragments: assert f in lines[0], (f, lines[0])
+
+def smoke(*args): return cli('reproduce', '--preset', 'smoke', '--device', 'cpu', *args)
+
+def snapshot(d:Path): return {str(p.relative_to(d)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(d.rglob('*')) if p.is_file()}
+
+@contextlib.contextmanager
+def tmpfs(path:Path, opts:str):
+    path.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', opts, 'tmpfs', str(path)], capture_output=True).returncode:
+        pytest.skip('mounting a tmpfs needs root: cannot simulate this file system here')
+    try: yield path
+    finally: subprocess.run(['umount', '-l', str(path)])
+
+def test_missing_data_folder(tmp_path):
+    assert_error(smoke('--data', str(tmp_path/'nope'), '--out', str(tmp_path/'o')), 'CIFAR-10 folder not found', 'nope')
+
+def test_malformed_data_folder(tmp_path):
+    (tmp_path/'d'/'train'/'cat').mkdir(parents=True)
+    assert_error(smoke('--data', str(tmp_path/'d'), '--out', str(tmp_path/'o')), 'no test/ subfolder')
+
+def test_corrupt_image_named(small_cifar, tmp_path):
+    f = sorted((small_cifar/'train'/'horse').iterdir())[1]
+    f.write_bytes(f.read_bytes()[:64])   # truncated
+    assert_error(smoke('--data', str(small_cifar), '--out', str(tmp_path/'o')), 'cannot read image', f'horse/{f.name}')
+
+def test_unknown_preset(tmp_path):
+    assert_error(cli('reproduce', '--preset', 'fastest', '--out', str(tmp_path/'o')), "unknown preset 'fastest'", 'seed, quick, smoke')
+
+@pytest.mark.parametrize('args,msg', [
+    (('--pretrain-bs', '100'), 'batch size 100 is larger than the 32 training images'),
+    (('--bs', '5000'), 'batch size 5000 is larger than the 50 labeled training images'),
+    (('--pretrain-bs', '0'), 'pretrain_bs must be a positive integer'),
+    (('--pretrain-bs', '1'), 'pretrain_bs must be at least 2'),
+    (('--temperature', '0'), 'temperature must be > 0'),
+    (('--temperature', '-0.5'), 'temperature must be > 0'),
+    (('--frac', '0'), '(0, 1]'),
+    (('--frac', '1.2'), '(0, 1]'),
+    (('--folds', '0,2'), 'fold 2 is out of range 0..1'),
+    (('--set', 'warmup=3'), "unknown preset setting 'warmup'"),
+    (('--set', 'lr=fast'), "cannot read 'fast' as a number"),
+])
+def test_bad_settings(tmp_path, args, msg):
+    assert_error(smoke('--out', str(tmp_path/'o'), *args), msg)
+
+def test_encoder_missing_truncated_or_foreign(tmp_path):
+    assert_error(smoke('--out', str(tmp_path/'a'), '--encoder', str(tmp_path/'none.pth')), 'encoder file not found')
+    good = tmp_path/'enc.pth'
+    from fastai_simclr.model import cifar_resnet18
+    torch.save(cifar_resnet18().state_dict(), good)
+    trunc = tmp_path/'trunc.pth'; trunc.write_bytes(good.read_bytes()[:len(good.read_bytes())//3])
+    assert_error(smoke('--out', str(tmp_path/'b'), '--encoder', str(trunc)), 'trunc.pth', 'not a readable torch checkpoint')
+    import timm
+    foreign = tmp_path/'resnet34.pth'; torch.save(timm.create_model('resnet34', num_classes=0).state_dict(), foreign)
+    assert_error(smoke('--out', str(tmp_path/'c'), '--encoder', str(foreign)), 'another architecture')
+
+def test_out_not_writable(tmp_path):
+    f = tmp_path/'a_file'; f.write_text('mine')
+    assert_error(smoke('--out', str(f)), 'a_file')
+    assert f.read_text() == 'mine'
+    with tmpfs(tmp_path/'ro', 'ro,size=1m') as ro:
+        assert_error(smoke('--out', str(ro/'run')), 'cannot write', 'ro/run')
+
+def test_disk_full_when_saving(tmp_path):
+    with tmpfs(tmp_path/'small', 'size=2m') as small:
+        r = smoke('--out', str(small/'run'))
+        assert_error(r, 'could not save', 'checkpoint.pth', 'No space left on device')
+        assert not [p for p in (small/'run').rglob('*.tmp')]   # no half-written file left
+
+def test_other_configuration_refused_and_kept(smoke_run, tmp_path):
+    out = tmp_path/'run'
+    shutil.copytree(smoke_run[0], out)
+    before = snapshot(out)
+    assert_error(smoke('--out', str(out), '--seed', '7'), 'other settings', 'seed: 42 there, 7 now')
+    assert_error(smoke('--out', str(out), '--epochs', '5'), 'other settings', 'preset')
+    assert_error(cli('reproduce', '--preset', 'quick', '--device', 'cpu', '--out', str(out)), 'other settings', "'smoke' there")
+    assert snapshot(out) == before
+    other = tmp_path/'mine'; other.mkdir(); (other/'notes.txt').write_text('x')
+    assert_error(smoke('--out', str(other)), 'not empty')
+    assert (other/'notes.txt').read_text() == 'x'
+
+def test_nonfinite_loss_stops_with_epoch_and_batch(tmp_path):
+    out = tmp_path/'run'
+    r = smoke('--out', str(out), '--set', 'pretrain_lr=1e12', '--pretrain-epochs', '3')
+    assert_error(r, 'loss is', 'at epoch', 'batch')
