@@ -6,7 +6,7 @@ Docs: https://fastai-simclr.github.io/fastai_simclr/checkpoint.html.md"""
 
 # %% ../nbs/08_checkpoint.ipynb #824de9c7
 from __future__ import annotations
-import os, random, time, math
+import os, random, time, math, shutil
 from pathlib import Path
 import numpy as np
 import torch
@@ -34,8 +34,11 @@ def atomic_save(obj, path):
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
-        tmp.unlink(missing_ok=True)
         msg = getattr(e, 'strerror', None) or str(e)
+        try:   # torch's zip writer reports a full disk as an internal 'unexpected pos' error: say what happened
+            if shutil.disk_usage(path.parent).free < 2**20: msg = f"No space left on device ({msg})"
+        except OSError: pass
+        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not save {path}: {msg}") from None
 
 def load_checkpoint(path, map_location='cpu'):

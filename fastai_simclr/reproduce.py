@@ -142,9 +142,12 @@ def check_config(out:Path, cfg:dict):
             detail = '; '.join(f"{k}: {o.get(k)!r} there, {n.get(k)!r} now" for k in diff[:4]) + (f" (+{len(diff)-4} more)" if len(diff) > 4 else '')
             raise ConfigMismatch(f"{out} holds a run with other settings ({detail}); use another --out, or delete that folder")
     else:
+        if out.exists() and not out.is_dir(): raise ConfigMismatch(f"--out {out} is a file, not a folder")
         if out.exists() and any(out.iterdir()): raise ConfigMismatch(f"{out} is not empty and holds no fastai_simclr run; use another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        _write_json(cfg, f)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_json(cfg, f)
+        except OSError as e: raise ConfigMismatch(f"cannot write to {out}: {e.strerror}") from None
 
 def run_knn(data, p:Preset, out:Path, encoder_path, seed=42, device=None)->dict:
     "k-NN accuracy of the random initial encoder and of the pre-trained one, into `out/knn/result.json`"
@@ -181,8 +184,7 @@ def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
     cfg = {'preset': p.to_dict(), 'seed': seed, 'encoder': str(Path(encoder).resolve()) if encoder else None}
     if encoder is not None: load_encoder(encoder)  # a clear error now, not after the baseline
     if is_main_process():
-        try: check_config(out, cfg)
-        except PermissionError as e: raise ConfigMismatch(f"cannot write to {out}: {e.strerror}") from None
+        check_config(out, cfg)
         if not os.access(out, os.W_OK): raise ConfigMismatch(f"cannot write to {out}: permission denied")
     data = data if isinstance(data, CIFARData) else main_process_first(load_cifar10, data, verbose=False)
     t_all = time.time()
