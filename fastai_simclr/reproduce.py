@@ -20,6 +20,7 @@ from .augment import simclr_augs, plot_views
 from .recipes import *
 from .recipes import _write_json, _read_result
 from .distributed import is_main_process, main_process_first, end_distributed
+from .speed import speed_cbs, resolve_speed
 
 # %% auto #0
 __all__ = ['SEED_REPORTED', 'fold_summary', 'epochs_to_reach', 'plot_comparison', 'plot_pretrain', 'report_markdown', 'versions',
@@ -107,7 +108,7 @@ def report_markdown(res:dict)->str:
            '## Plots', '', '![accuracy](accuracy.png)', '', '![loss](loss.png)', '', '![pre-training loss](pretrain_loss.png)', '',
            '![augmentations](augmentations.png)', '',
            '## Provenance', '',
-           f"- command: `{res['command']}`", f"- machine: {res['machine']}", f"- device: {res['device']}",
+           f"- command: `{res['command']}`", f"- machine: {res['machine']}", f"- device: {res['device']}" + (f" ({', '.join(k for k in ('bf16', 'channels_last', 'compile') if res['speed'][k]) or 'float32'})" if res.get('speed') else ''),
            f"- data: {res['data']}", f"- seed: {res['seed']}",
            f"- versions: " + ', '.join(f'{a} {v}' for a,v in res['versions'].items()),
            f"- wall time per phase (s): " + ', '.join(f'{a} {v}' for a,v in res['seconds'].items()),
@@ -176,10 +177,12 @@ def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
               log=print, # Where the one-line phase reports go
               command:str=None, # Recorded in the report
               sync_bn:bool=False, # SyncBatchNorm in pre-training, when launched on several GPUs
+              speed:dict=None, # Speed options of every phase, `speed_cbs` arguments: bf16, channels_last, compile (default: the device's)
              )->dict:
     "Run the SimCLR-vs-baseline experiment into `out`, resuming what an earlier run left there; returns the results"
     # launched on several processes: all pre-train, then rank 0 alone runs the rest and writes every file; the others return None
     p = get_preset(preset) if isinstance(preset, str) else preset.validate()
+    speed = resolve_speed(**(speed or {}), device=device); spd = {k: speed[k] for k in ('bf16', 'channels_last', 'compile')}
     out = Path(out or f'runs/{p.name}')
     cfg = {'preset': p.to_dict(), 'seed': seed, 'encoder': str(Path(encoder).resolve()) if encoder else None}
     if encoder is not None: load_encoder(encoder)  # a clear error now, not after the baseline
@@ -191,18 +194,19 @@ def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
     def phase(name, f):
         t0 = time.time(); r = f(); log(f"[{name}] done in {time.time()-t0:.0f}s"); return r
     if encoder is None:
-        pre = phase('pretrain', lambda: run_pretrain(data, p, out, seed, device, sync_bn=sync_bn))
+        pre = phase('pretrain', lambda: run_pretrain(data, p, out, seed, device, cbs=speed_cbs(**spd, device=device), sync_bn=sync_bn))
     else:
         pre = {'history': [], 'encoder': str(encoder), 'images': 0, 'seconds': 0, 'effective_batch_size': None}
     if not end_distributed(): return None
     knn = phase('knn', lambda: run_knn(data, p, out, pre['encoder'], seed, device))
     log(f"[knn] random encoder {100*knn['random']:.1f}%, pre-trained {100*knn['pretrained']:.1f}%")
-    folds = {k: [phase(f'{k} fold {f}', lambda: run_fold(data, p, f, out, k, pre['encoder'] if k == 'finetune' else None, seed, device))
+    folds = {k: [phase(f'{k} fold {f}', lambda: run_fold(data, p, f, out, k, pre['encoder'] if k == 'finetune' else None, seed, device,
+                                                                  speed_cbs(**spd, device=device)))
                  for f in p.fold_list] for k in ('baseline', 'finetune')}
     res = {'preset': p.to_dict(), 'seed': seed, 'pretrain': pre, 'knn': knn,
            'baseline': fold_summary(folds['baseline']), 'finetune': fold_summary(folds['finetune']),
            'folds': folds, 'n_labeled': len(label_subset(data.train_y, p.frac, seed)), 'n_test': folds['baseline'][0]['n_test'],
-           'seed_reported': SEED_REPORTED, 'data': str(data.path), 'device': device_name(device),
+           'seed_reported': SEED_REPORTED, 'data': str(data.path), 'device': device_name(device), 'speed': speed,
            'machine': f"{platform.node() or 'unknown'}: {platform.machine()}, {os.cpu_count()} CPU cores",
            'versions': versions(), 'command': command or f"reproduce(preset={p.name!r}, seed={seed})"}
     res['finetune_epochs_to_baseline'] = epochs_to_reach(res['finetune']['curves']['accuracy']['mean'], res['baseline']['final']['accuracy']['mean'])
