@@ -100,9 +100,9 @@ class Preset:
 # %% ../nbs/09_recipes.ipynb #7e3abc3a
 PRESETS = {
     'seed':  Preset('seed'),
-    'quick': Preset('quick', pretrain_n=8_000, pretrain_epochs=3, pretrain_valid_n=512,
-                    frac=0.03, folds=(0, 1), epochs=6, test_n=2_000,
-                    knn_bank_n=5_000, knn_test_n=2_000),
+    'quick': Preset('quick', pretrain_n=6_000, pretrain_epochs=3, pretrain_valid_n=512,
+                    frac=0.02, folds=(0, 1), epochs=5, test_n=1_000,
+                    knn_bank_n=5_000, knn_test_n=1_000),
     'smoke': Preset('smoke', pretrain_n=32, pretrain_epochs=2, pretrain_bs=16, pretrain_valid_n=32,
                     frac=0.002, n_splits=2, epochs=2, bs=16, test_n=32,
                     knn_k=10, knn_bank_n=100, knn_test_n=32),
