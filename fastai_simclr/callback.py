@@ -19,7 +19,8 @@ __all__ = ['SimCLRCallback']
 
 # %% ../nbs/04_callback.ipynb #9e4e97dd
 def _find_norm(dl):
-    "The first `Normalize` in `dl.after_batch`, if any"
+    "The first `Normalize` in `dl.after_batch`, if any (looking inside a fastai `DistributedDL`)"
+    dl = getattr(dl, 'dl', dl)
     for t in getattr(getattr(dl, 'after_batch', None), 'fs', []):
         if isinstance(t, Normalize): return t
 
