@@ -13,4 +13,4 @@ if [ -z "${FASTAI_SIMCLR_DATA:-}" ]; then
     export FASTAI_SIMCLR_DATA="$_dest/cifar10"
   fi
 fi
-echo "CIFAR-10: ${FASTAI_SIMCLR_DATA:-fastai's download (untar_data(URLs.CIFAR))}"
+echo "CIFAR-10: ${FASTAI_SIMCLR_DATA:-fastai download, untar_data(URLs.CIFAR)}"
