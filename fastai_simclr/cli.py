@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'CPU_IMAGES_PER_SECOND', 'CLIError', 'cmd_prepare', 'subcommand', 'cmd_reproduce', 'cmd_pretrain',
-           'make_parser', 'main']
+           'cmd_bench', 'make_parser', 'main']
 
 # %% ../nbs/20_cli.ipynb #397a5758
 class CLIError(ValueError):
@@ -93,7 +93,7 @@ def _confirm_long_run(p, args):
 
 def _add_run_args(p, default_preset='quick'):
     _add_data(p)
-    p.add_argument('--preset', default=default_preset, help=f"seed (the published recipe, meant for a GPU), quick (~15 min on a 2-core CPU) or smoke (seconds); default {default_preset}")
+    p.add_argument('--preset', default=default_preset, help=f"seed (the published recipe, meant for a GPU), gpu10min (seed cut to ~10 min on one H200), quick (~15 min on a 2-core CPU) or smoke (seconds); default {default_preset}")
     p.add_argument('--out', metavar='DIR', help='output folder (default runs/<preset>); re-running with the same folder resumes')
     p.add_argument('--seed', type=int, default=42, help='fixes the label subset, the folds and every initialization (default 42)')
     p.add_argument('--device', help="torch device, e.g. cpu or cuda:0 (default: fastai's default_device())")
@@ -107,6 +107,17 @@ def _add_run_args(p, default_preset='quick'):
     p.add_argument('--set', action='append', metavar='KEY=VALUE', help='override any preset setting (see the Preset docs), repeatable')
     p.add_argument('--yes', action='store_true', help='do not ask before a run that will take hours on a CPU')
     p.add_argument('--sync-bn', action='store_true', help='pre-training under accelerate launch/torchrun on several GPUs: SyncBatchNorm (global BN statistics)')
+    _add_speed(p)
+
+def _add_speed(p):
+    b = argparse.BooleanOptionalAction
+    p.add_argument('--bf16', action=b, help='bfloat16 autocast (default: on for CUDA, off for CPU)')
+    p.add_argument('--channels-last', action=b, help='channels-last model and inputs (default: on for CUDA, off for CPU)')
+    p.add_argument('--compile', action='store_true', help='torch.compile the model (compiles for minutes before the first step)')
+
+def _speed_from_args(args)->dict:
+    "The `speed_cbs` options of the command line"
+    return {'bf16': args.bf16, 'channels_last': args.channels_last, 'compile': args.compile}
 
 def cmd_reproduce(args):
     "Pre-train, k-NN check, baseline and fine-tune under cross-validation, then the report"
@@ -116,7 +127,8 @@ def cmd_reproduce(args):
     if args.encoder is not None and not Path(args.encoder).is_file(): raise CLIError(f"encoder file not found: {args.encoder}")
     from .distributed import setup_distributed
     res = reproduce(p, data=args.data, out=args.out, seed=args.seed, encoder=args.encoder, device=setup_distributed(args.device),
-                    command='fastai-simclr ' + ' '.join(sys.argv[1:] if args.argv is None else args.argv), sync_bn=args.sync_bn)
+                    command='fastai-simclr ' + ' '.join(sys.argv[1:] if args.argv is None else args.argv), sync_bn=args.sync_bn,
+                    speed=_speed_from_args(args))
     if res is None: return  # a process of a distributed launch other than rank 0
     b, f = res['baseline'], res['finetune']
     print(f"baseline {100*b['final']['accuracy']['mean']:.1f}% vs SimCLR fine-tune {100*f['final']['accuracy']['mean']:.1f}% "
@@ -134,7 +146,8 @@ def cmd_pretrain(args):
     if is_main_process(): check_config(out, {'preset': p.to_dict(), 'seed': args.seed, 'encoder': None})
     from .data import load_cifar10
     data = main_process_first(load_cifar10, args.data, verbose=False)
-    r = run_pretrain(data, p, out, args.seed, device, sync_bn=args.sync_bn)
+    from .speed import speed_cbs
+    r = run_pretrain(data, p, out, args.seed, device, cbs=speed_cbs(**_speed_from_args(args), device=device), sync_bn=args.sync_bn)
     if not is_main_process(): return
     print(f"encoder saved to {r['encoder']} ({len(r['history'])} epochs, final NT-Xent loss {r['history'][-1]['train_loss']:.3f}; "
           f"{r['processes']} process(es), effective batch {r['effective_batch_size']} pairs)")
@@ -152,6 +165,40 @@ def _reproduce_args(p):
 def _pretrain_args(p):
     _add_run_args(p)
     p.set_defaults(func=cmd_pretrain)
+
+# %% ../nbs/20_cli.ipynb #ac837d81
+def cmd_bench(args):
+    "Pre-training throughput of ours, a plain PyTorch loop and the peer library, on the same data and batch size"
+    from .bench import run_bench, format_results
+    peer = args.peer_python
+    if peer is None and Path('.venv-peer/bin/python').is_file() and 'peer' in args.only: peer = '.venv-peer/bin/python'
+    which = tuple(o.strip() for o in args.only.split(','))
+    res = run_bench(args.data, args.bs, args.steps, args.warmup, args.device, _speed_from_args(args), peer, args.threads,
+                    args.seed, which, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print('\n' + format_results(res))
+    if args.json:
+        import json
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True); Path(args.json).write_text(json.dumps(res, indent=1))
+
+@subcommand('bench', 'pre-training throughput: SimCLRCallback under learn.fit vs a plain PyTorch loop vs the self_supervised library',
+            'Measure augmented views per second of SimCLR pre-training three ways on the same CIFAR-10 images, batch size and device: '
+            'the recipe\'s Learner (ours), the same step in a minimal PyTorch loop (plain), and the peer library self_supervised 1.0.4 '
+            '(peer, run with the python of .venv-peer made by bench/setup_peer.sh); print the figures, the ratios and the split of a step.')
+def _bench_args(p):
+    _add_data(p)
+    p.add_argument('--bs', type=int, default=256, help='images per batch, two views each (default 256, the seed recipe\'s)')
+    p.add_argument('--steps', type=int, default=10, help='training steps measured (default 10)')
+    p.add_argument('--warmup', type=int, default=2, help='steps run first and not measured (default 2)')
+    p.add_argument('--rounds', type=int, default=1, help='measure the three in turn this many times and keep each one\'s median (default 1)')
+    p.add_argument('--device', help="torch device, e.g. cpu or cuda (default: fastai's default_device())")
+    p.add_argument('--threads', type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument('--peer-python', metavar='PATH', help='python of the peer venv (default: .venv-peer/bin/python when it exists)')
+    p.add_argument('--only', default='ours,plain,peer', help='comma-separated subset of ours,plain,peer (default: all three)')
+    p.add_argument('--seed', type=int, default=42, help='fixes the images and the initialization (default 42)')
+    p.add_argument('--json', metavar='PATH', help='also write the results as JSON')
+    _add_speed(p)
+    p.set_defaults(func=cmd_bench)
+
 
 # %% ../nbs/20_cli.ipynb #941da879
 def make_parser()->argparse.ArgumentParser:
