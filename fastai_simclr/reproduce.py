@@ -10,7 +10,7 @@ import json, os, platform, sys, time, math
 from pathlib import Path
 import numpy as np
 import torch
-import matplotlib
+import matplotlib, matplotlib.ticker
 import matplotlib.pyplot as plt
 from fastai.basics import *
 from .data import *
@@ -62,6 +62,7 @@ def plot_comparison(res:dict, metric:str='accuracy', fname=None):
     for kind,color in (('baseline','tab:blue'), ('finetune','tab:orange')):
         _band(ax, res[kind]['curves'][metric], f"{'SimCLR fine-tune' if kind=='finetune' else 'baseline (scratch)'}", color)
     if metric == 'accuracy': ax.axhline(res['baseline']['final']['accuracy']['mean'], color='tab:blue', ls=':', lw=1)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel('epoch'); ax.set_ylabel(f'validation {metric.replace("valid_", "")}')
     ax.set_title(f"validation {metric.replace('valid_','')}, mean and std over {res['baseline']['n_folds']} folds")
     ax.legend(); ax.grid(alpha=0.3); fig.tight_layout()
@@ -74,6 +75,7 @@ def plot_pretrain(hist:list, fname=None):
     x = [h['epoch']+1 for h in hist]
     ax.plot(x, [h['train_loss'] for h in hist], marker='o', ms=3, label='train')
     if hist and hist[0].get('valid_loss') is not None: ax.plot(x, [h['valid_loss'] for h in hist], marker='o', ms=3, label='valid')
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel('epoch'); ax.set_ylabel('NT-Xent loss'); ax.set_title('SimCLR pre-training'); ax.legend(); ax.grid(alpha=0.3)
     fig.tight_layout()
     if fname: fig.savefig(fname, dpi=110); plt.close(fig)
@@ -223,7 +225,7 @@ def write_outputs(res:dict, out:Path, data=None):
     plot_pretrain(res['pretrain']['history'], out/'pretrain_loss.png')
     if data is not None:
         set_seed(res['seed'])
-        x = data.test_x[:8].float() / 255
+        x = data.test_x[torch.randperm(len(data.test_x), generator=torch.Generator().manual_seed(res['seed']))[:8]].float() / 255
         fig = plot_views(x, simclr_augs()); fig.savefig(out/'augmentations.png', dpi=110); plt.close(fig)
     _write_json(res, out/'results.json')
     (out/'report.md').write_text(report_markdown(res))
