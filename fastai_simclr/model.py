@@ -13,8 +13,8 @@ from torch import nn
 from fastai.torch_core import params
 
 # %% auto #0
-__all__ = ['cifar_resnet18', 'ProjectionHead', 'SimCLRModel', 'create_simclr_model', 'Classifier', 'create_classifier',
-           'classifier_splitter', 'save_encoder', 'load_encoder']
+__all__ = ['cifar_resnet18', 'ProjectionHead', 'EncoderWithHead', 'SimCLRModel', 'create_simclr_model', 'Classifier',
+           'create_classifier', 'classifier_splitter', 'save_encoder', 'load_encoder']
 
 # %% ../nbs/01_model.ipynb #5f9339c1
 def _cifar_feature_info(m):
@@ -42,14 +42,17 @@ class ProjectionHead(nn.Sequential):
         super().__init__(nn.Linear(n_in, n_hidden, bias=False), nn.ReLU(inplace=True), nn.Linear(n_hidden, n_out))
 
 # %% ../nbs/01_model.ipynb #12d43e6d
-class SimCLRModel(nn.Module):
-    "Encoder followed by a projection head; `forward` returns the embeddings `head(encoder(x))`"
+class EncoderWithHead(nn.Module):
+    "An encoder followed by a head; `forward` returns `head(encoder(x))`"
     def __init__(self, encoder:nn.Module, # Maps images to `(B, n_features)`
-                 head:nn.Module # Maps representations to embeddings
+                 head:nn.Module # Maps representations to the output
                 ):
         super().__init__()
         self.encoder,self.head = encoder,head
     def forward(self, x): return self.head(self.encoder(x))
+
+class SimCLRModel(EncoderWithHead):
+    "Encoder followed by a projection head; `forward` returns the embeddings `head(encoder(x))`"
 
 def _n_features(encoder):
     n = getattr(encoder, 'num_features', None)
@@ -65,14 +68,8 @@ def create_simclr_model(encoder:nn.Module|None=None, # Default: `cifar_resnet18(
     return SimCLRModel(encoder, ProjectionHead(_n_features(encoder), n_hidden, n_out))
 
 # %% ../nbs/01_model.ipynb #d01f80c5
-class Classifier(nn.Module):
-    "Encoder followed by one linear layer"
-    def __init__(self, encoder:nn.Module, # Maps images to `(B, n_features)`
-                 head:nn.Module # Maps representations to logits
-                ):
-        super().__init__()
-        self.encoder,self.head = encoder,head
-    def forward(self, x): return self.head(self.encoder(x))
+class Classifier(EncoderWithHead):
+    "Encoder followed by one linear layer; `forward` returns the logits `head(encoder(x))`"
 
 def create_classifier(encoder:nn.Module|None=None, # Default: a fresh `cifar_resnet18()`
                       n_out:int=10 # Number of classes
