@@ -134,7 +134,7 @@ def load_cifar10(path=None, # A folder with `train/` and `test/`; default: `$FAS
     tst_x,tst_y = _decode_split(path, files['test'], vocab, verbose)
     try:
         cdir.mkdir(parents=True, exist_ok=True)
-        tmp = cfile.with_suffix('.tmp.npz')
+        tmp = cfile.with_name(f'.{cfile.stem}.{os.getpid()}.tmp.npz')   # one per process: parallel first runs don't mix their writes
         np.savez(tmp, train_x=trn_x, train_y=trn_y, test_x=tst_x, test_y=tst_y, vocab=np.array(vocab))
         os.replace(tmp, cfile)
         for old in cdir.glob('cifar10_*.npz'):
