@@ -46,7 +46,7 @@ def _prepare_args(p):
     p.set_defaults(func=cmd_prepare)
 
 # %% ../nbs/20_cli.ipynb #7565dd32
-CPU_IMAGES_PER_SECOND = 80  # ResNet-18 CIFAR forward+backward on a 2-core CPU (measured with the bench command)
+CPU_IMAGES_PER_SECOND = 53  # SimCLR pre-training views/s (ResNet-18 forward+backward) on a 2-core CPU at batch 256: `fastai-simclr bench`, README 'Speed'
 
 def _parse_set(items, preset):
     "`KEY=VALUE` overrides, typed like the preset's field"
