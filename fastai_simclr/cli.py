@@ -93,7 +93,7 @@ def _confirm_long_run(p, args):
 
 def _add_run_args(p, default_preset='quick'):
     _add_data(p)
-    p.add_argument('--preset', default=default_preset, help=f"seed (the published recipe, meant for a GPU), gpu10min (seed cut to ~10 min on one H200), quick (~15 min on a 2-core CPU) or smoke (seconds); default {default_preset}")
+    p.add_argument('--preset', default=default_preset, help=f"seed (the published recipe, meant for a GPU), gpu10min (seed cut to ~10 min on one H200), quick (~17 min on an idle 2-core CPU) or smoke (seconds); default {default_preset}")
     p.add_argument('--out', metavar='DIR', help='output folder (default runs/<preset>); re-running with the same folder resumes')
     p.add_argument('--seed', type=int, default=42, help='fixes the label subset, the folds and every initialization (default 42)')
     p.add_argument('--device', help="torch device, e.g. cpu or cuda:0 (default: fastai's default_device())")
