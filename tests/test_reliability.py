@@ -97,3 +97,8 @@ def test_nonfinite_loss_stops_with_epoch_and_batch(tmp_path):
     out = tmp_path/'run'
     r = smoke('--out', str(out), '--set', 'pretrain_lr=1e12', '--pretrain-epochs', '3')
     assert_error(r, 'loss is', 'at epoch', 'batch')
+
+def test_seed_preset_on_cpu_says_how_long(tmp_path):
+    r = cli('reproduce', '--preset', 'seed', '--device', 'cpu', '--out', str(tmp_path/'o'))
+    assert_error(r, 'the seed preset is 7.4 million image passes', 'hours', 'meant for a GPU', 'Add --yes')
+    assert not (tmp_path/'o').exists()   # nothing started
