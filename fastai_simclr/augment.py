@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt
 from fastai.vision.all import RandTransform, TensorImage, Pipeline, Rotate, IntToFloatTensor, Normalize
 
 # %% auto #0
-__all__ = ['RandomResizedCrop', 'RandomCropPad', 'RandomFlip', 'rgb_to_gray', 'adjust_brightness', 'adjust_contrast',
-           'adjust_saturation', 'adjust_hue', 'ColorJitter', 'RandomGrayscale', 'GaussianBlur', 'simclr_augs',
-           'cifar_train_augs', 'plot_views']
+__all__ = ['RandomResizedCrop', 'RandomCropPad', 'PerImageTransform', 'RandomFlip', 'rgb_to_gray', 'adjust_brightness',
+           'adjust_contrast', 'adjust_saturation', 'adjust_hue', 'ColorJitter', 'RandomGrayscale', 'GaussianBlur',
+           'simclr_augs', 'cifar_train_augs', 'plot_views']
 
 # %% ../nbs/03_augment.ipynb #95a7d511
 def _img(x, n_channels=None):
@@ -95,13 +95,16 @@ class RandomCropPad(RandTransform):
         return _as(out.permute(0, 3, 1, 2).contiguous(), x)
 
 # %% ../nbs/03_augment.ipynb #cb4c653c
-class RandomFlip(RandTransform):
+class PerImageTransform(RandTransform):
+    "A `RandTransform` that decides for each image of the batch, with probability `p`, whether to change it (`self.mask`)"
+    def before_call(self, b, split_idx):
+        x = _batch(b); self.do,self.mask = True,torch.rand(x.shape[0], device=x.device) < self.p
+
+class RandomFlip(PerImageTransform):
     "Flip each image horizontally with probability `p`"
     split_idx,order = None,25
     def __init__(self, p:float=0.5, # Probability for each image
                  **kwargs): super().__init__(p=p, **kwargs)
-    def before_call(self, b, split_idx):
-        x = _batch(b); self.do,self.mask = True,torch.rand(x.shape[0], device=x.device) < self.p
     def encodes(self, x:TensorImage): return torch.where(self.mask[:,None,None,None], _img(x).flip(-1), x)
 
 # %% ../nbs/03_augment.ipynb #9e89b7a2
@@ -180,13 +183,11 @@ class ColorJitter(RandTransform):
         return _as(out, x)
 
 # %% ../nbs/03_augment.ipynb #2b42287c
-class RandomGrayscale(RandTransform):
+class RandomGrayscale(PerImageTransform):
     "Turn each image to 3-channel gray with probability `p`"
     split_idx,order = None,45
     def __init__(self, p:float=0.2, # Probability for each image
                  **kwargs): super().__init__(p=p, **kwargs)
-    def before_call(self, b, split_idx):
-        x = _batch(b); self.do,self.mask = True,torch.rand(x.shape[0], device=x.device) < self.p
     def encodes(self, x:TensorImage):
         return torch.where(self.mask[:,None,None,None], rgb_to_gray(_img(x, 3)).expand_as(x), x)
 
