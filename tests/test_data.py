@@ -11,8 +11,9 @@ def test_label_subset_exact_and_reproducible(cifar):
     assert np.array_equal(sub, label_subset(y, 0.3, seed=42))
     other = label_subset(y, 0.3, seed=7)
     assert not np.array_equal(sub, other) and np.bincount(y[other]).tolist() == [1500]*10
-    # the same seed picks the same images on any machine: PCG64 is platform independent; pin the first few
-    assert np.array_equal(label_subset(np.repeat(np.arange(3), 10), 0.5, seed=42), label_subset(np.repeat(np.arange(3), 10), 0.5, seed=42))
+    # the same seed picks the same images on any machine (NumPy's PCG64 is platform independent): the indices below
+    # were measured once on the development machine and must come out the same everywhere
+    assert label_subset(np.repeat(np.arange(3), 10), 0.5, seed=42).tolist() == [0, 3, 4, 5, 7, 10, 13, 16, 17, 19, 21, 23, 24, 25, 28]
     assert len(label_subset(y, 1.0)) == 50_000
 
 @pytest.mark.parametrize('frac', [0, -0.1, 1.01, 2, float('nan')])
