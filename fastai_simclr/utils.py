@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['TMP_SUFFIX', 'CIFAR_STATS', 'SEED_CIFAR_STATS', 'check_num', 'OutputError', 'atomic_write', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'atomic_torch_save', 'atomic_savefig', 'read_json', 'clean_temps',
-           'resolve_device', 'seeded_subset', 'normalize', 'denormalize']
+__all__ = ['FAULT_ENV', 'TMP_SUFFIX', 'CIFAR_STATS', 'SEED_CIFAR_STATS', 'check_num', 'fault_point', 'OutputError',
+           'atomic_write', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save',
+           'atomic_savefig', 'read_json', 'clean_temps', 'resolve_device', 'seeded_subset', 'normalize', 'denormalize']
 
 # %% ../nbs/00_utils.ipynb #57535392
 def _fmt_range(lo, hi, lo_open, hi_open, integer):
@@ -43,6 +43,22 @@ def check_num(name:str, # The setting's name, as the user knows it
     if ok and hi is not None: ok = v < hi if hi_open else v <= hi
     if not ok: raise ValueError(f"{name} must be {_fmt_range(lo, hi, lo_open, hi_open, integer)}, got {v!r}")
     return int(v) if integer else float(v)
+
+# %% ../nbs/00_utils.ipynb #ec1d1321
+FAULT_ENV = 'FASTAI_SIMCLR_KILL_AT' # test-only: `name` or `name:k` of the fault point at which the process kills itself
+
+_fault_hits = {}
+def fault_point(name:str # Where the code is, e.g. 'pretrain.epoch_end' or 'atomic_write.mid'
+               ):
+    "Test-only hook: `kill -9` this process at the `k`-th (default 1st) call of `name` when `$FASTAI_SIMCLR_KILL_AT` asks for it"
+    want = os.environ.get(FAULT_ENV)
+    if not want: return
+    tgt,_,k = want.partition(':')
+    if tgt != name: return
+    _fault_hits[name] = _fault_hits.get(name, 0) + 1
+    if _fault_hits[name] == int(k or 1):
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
 
 # %% ../nbs/00_utils.ipynb #89f43967
 class OutputError(OSError):
@@ -72,7 +88,9 @@ def atomic_write(path, # The file to (re)place
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, 'wb') as f:
-            write(f); f.flush(); os.fsync(f.fileno())
+            write(f); f.flush()
+            fault_point('atomic_write.mid')   # tests: killed with the temporary file written, the target untouched
+            os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as e:
