@@ -49,64 +49,79 @@ def _prepare_args(p):
 CPU_IMAGES_PER_SECOND = 53  # SimCLR pre-training views/s (ResNet-18 forward+backward) on a 2-core CPU at batch 256: `fastai-simclr bench`, README 'Speed'
 
 def _parse_set(items, preset):
-    "`KEY=VALUE` overrides, typed like the preset's field"
-    from .recipes import Preset
-    import dataclasses, typing
-    types = {f.name: f.default for f in dataclasses.fields(Preset)}
+    "`KEY=VALUE` overrides of `--set`, each read like the preset's field (numbers, `none`, booleans, comma-separated tuples)"
+    from .recipes import parse_setting
     out = {}
     for it in items or []:
         if '=' not in it: raise CLIError(f"--set expects KEY=VALUE, got {it!r}")
         k, v = it.split('=', 1)
         k = k.strip().replace('-', '_')
-        if k not in types or k == 'name': raise CLIError(f"unknown preset setting {k!r}; settings: {', '.join(n for n in types if n != 'name')}")
-        cur = getattr(preset, k)
-        try:
-            if v.lower() in ('none', 'all', ''): val = None
-            elif k == 'folds': val = tuple(int(o) for o in v.split(','))
-            elif isinstance(cur, float) or k in ('lr','pretrain_lr','pretrain_wd','temperature','frac','gamma','gamma_after','pretrain_gamma'): val = float(v)
-            else: val = int(v)
-        except ValueError: raise CLIError(f"--set {k}: cannot read {v!r} as a number") from None
-        out[k] = val
+        if k in ('name', 'description'): raise CLIError(f"--set {k}: not a setting of a run; choose a preset with --preset")
+        out[k] = parse_setting(k, v, f'--set {k}')
     return out
 
+def _opt(name): return '--' + name.replace('_', '-')
+
+def _add_preset_options(p):
+    "One option per field of `Preset`, grouped by section: type, help and the seed's value from the field"
+    from .recipes import preset_fields
+    groups = {}
+    for f in preset_fields():
+        if f.name in ('name', 'description'): continue
+        g = groups.get(f.section) or groups.setdefault(f.section, p.add_argument_group(f"preset settings: {f.section} (default: the preset's)"))
+        doc = f.doc.replace('%', '%%')
+        if f.type is bool:
+            g.add_argument(_opt(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{doc} (seed: {'on' if f.default else 'off'})")
+        else:
+            seed = ','.join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            g.add_argument(_opt(f.name), dest=f.name, metavar=f.name.upper(), default=None, help=f"{doc} (seed: {seed})")
+
 def _preset_from_args(args):
-    from .recipes import get_preset, PRESETS
+    "The preset of `--preset` with the settings given as options and with `--set`, checked"
+    from .recipes import get_preset, PRESETS, preset_fields, parse_setting
     if args.preset not in PRESETS: raise CLIError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-    base = PRESETS[args.preset]
-    over = _parse_set(args.set, base)
-    for k in ('epochs', 'pretrain_epochs', 'bs', 'pretrain_bs', 'temperature', 'frac'):
-        v = getattr(args, k, None)
-        if v is not None: over[k] = v
-    if getattr(args, 'folds', None) is not None: over['folds'] = tuple(int(o) for o in args.folds.split(','))
+    over = _parse_set(args.set, PRESETS[args.preset])
+    for f in preset_fields():
+        v = getattr(args, f.name, None)
+        if v is not None: over[f.name] = v if isinstance(v, bool) else parse_setting(f.name, v, _opt(f.name))
     return get_preset(args.preset, **over)
 
-def _confirm_long_run(p, args):
-    "On a CPU, say how long `p` will take and ask (or require `--yes`)"
-    import torch
-    dev = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    if not dev.startswith('cpu') or p.name != 'seed' or args.yes: return
+def _seed_from_args(args)->int:
+    from .utils import check_num
+    try: seed = int(str(args.seed).strip())
+    except ValueError: raise CLIError(f"--seed: cannot read {args.seed!r} as an integer") from None
+    return check_num('--seed', seed, 0, 2**32 - 1, integer=True)
+
+def _confirm_long_run(p, args, device):
+    "On a CPU, say how long `p` will take and ask (or require `--yes`) when it is hours"
+    if device.type != 'cpu' or args.yes: return
     hours = p.image_passes() / CPU_IMAGES_PER_SECOND / 3600
-    msg = (f"the seed preset is {p.image_passes()/1e6:.1f} million image passes: on this CPU (about {CPU_IMAGES_PER_SECOND} images/s) "
+    if hours < 3: return
+    msg = (f"the {p.name} preset is {p.image_passes()/1e6:.1f} million image passes: on this CPU (about {CPU_IMAGES_PER_SECOND} images/s) "
            f"that is about {hours:.0f} hours. It is meant for a GPU.")
     if not sys.stdin.isatty(): raise CLIError(msg + " Add --yes to run it anyway.")
     if input(f"{msg} Run it anyway? [y/N] ").strip().lower() not in ('y', 'yes'): raise CLIError("not started")
 
+def _presets_epilog()->str:
+    import textwrap
+    from .recipes import PRESETS
+    return 'presets:\n' + '\n'.join(textwrap.fill(p.description, 100, initial_indent=f"  {n:<10}", subsequent_indent=' ' * 12)
+                                    for n,p in PRESETS.items())
+
 def _add_run_args(p, default_preset='quick'):
+    from .recipes import PRESETS
+    p.formatter_class, p.epilog = argparse.RawDescriptionHelpFormatter, _presets_epilog()
     _add_data(p)
-    p.add_argument('--preset', default=default_preset, help=f"seed (the published recipe, meant for a GPU), gpu10min (seed cut to ~10 min on one H200), quick (~17 min on an idle 2-core CPU) or smoke (seconds); default {default_preset}")
+    p.add_argument('--preset', default=default_preset, help=f"{', '.join(PRESETS)} (see the list below); default {default_preset}")
     p.add_argument('--out', metavar='DIR', help='output folder (default runs/<preset>); re-running with the same folder resumes')
-    p.add_argument('--seed', type=int, default=42, help='fixes the label subset, the folds and every initialization (default 42)')
+    p.add_argument('--seed', default='42', metavar='N', help='fixes the label subset, the folds and every initialization (default 42)')
     p.add_argument('--device', help="torch device, e.g. cpu or cuda:0 (default: fastai's default_device())")
-    p.add_argument('--epochs', type=int, help='override: epochs of the baseline and of the fine-tune')
-    p.add_argument('--pretrain-epochs', type=int, help='override: SimCLR pre-training epochs')
-    p.add_argument('--bs', type=int, help='override: batch size of the baseline and fine-tune')
-    p.add_argument('--pretrain-bs', type=int, help='override: SimCLR batch size (pairs of views)')
-    p.add_argument('--temperature', type=float, help='override: NT-Xent temperature')
-    p.add_argument('--frac', type=float, help='override: fraction of the training labels used')
-    p.add_argument('--folds', help='override: comma-separated folds to train, e.g. 0,1')
-    p.add_argument('--set', action='append', metavar='KEY=VALUE', help='override any preset setting (see the Preset docs), repeatable')
+    p.add_argument('--set', action='append', metavar='KEY=VALUE', help='any preset setting by its field name, repeatable: '
+                   'numbers, none, true/false, comma-separated tuples (e.g. --set jitter=0.4,0.4,0.4,0)')
     p.add_argument('--yes', action='store_true', help='do not ask before a run that will take hours on a CPU')
     p.add_argument('--sync-bn', action='store_true', help='pre-training under accelerate launch/torchrun on several GPUs: SyncBatchNorm (global BN statistics)')
+    _add_preset_options(p)
     _add_speed(p)
 
 def _add_speed(p):
@@ -119,42 +134,43 @@ def _speed_from_args(args)->dict:
     "The `speed_cbs` options of the command line"
     return {'bf16': args.bf16, 'channels_last': args.channels_last, 'compile': args.compile}
 
-def cmd_reproduce(args):
-    "Pre-train, k-NN check, baseline and fine-tune under cross-validation, then the report"
+def _run(args, pretrain_only=False):
+    "Check the command line (settings, seed, device, encoder), then `reproduce` (or only its pre-training)"
     from .reproduce import reproduce
-    p = _preset_from_args(args)
-    _confirm_long_run(p, args)
-    if args.encoder is not None and not Path(args.encoder).is_file(): raise CLIError(f"encoder file not found: {args.encoder}")
+    from .utils import resolve_device
     from .distributed import setup_distributed
-    res = reproduce(p, data=args.data, out=args.out, seed=args.seed, encoder=args.encoder, device=setup_distributed(args.device),
-                    command='fastai-simclr ' + ' '.join(sys.argv[1:] if args.argv is None else args.argv), sync_bn=args.sync_bn,
-                    speed=_speed_from_args(args))
+    p, seed = _preset_from_args(args), _seed_from_args(args)
+    device = resolve_device(args.device)   # an unknown device or a missing GPU: one line, before anything starts
+    _confirm_long_run(p, args, device)
+    enc = getattr(args, 'encoder', None)
+    if enc is not None and not Path(enc).is_file(): raise CLIError(f"encoder file not found: {enc}")
+    device = setup_distributed(args.device) or device   # under accelerate launch/torchrun: join the processes, this process' GPU
+    return reproduce(p, data=args.data, out=args.out, seed=seed, encoder=enc, device=device, log=lambda s: print(s, flush=True),
+                     command='fastai-simclr ' + ' '.join(sys.argv[1:] if args.argv is None else args.argv), sync_bn=args.sync_bn,
+                     speed=_speed_from_args(args), pretrain_only=pretrain_only)
+
+def cmd_reproduce(args):
+    "Pre-train, k-NN and linear-probe checks, baseline and fine-tune under cross-validation, then the report"
+    res = _run(args)
     if res is None: return  # a process of a distributed launch other than rank 0
+    from .report import paired_sentence
     b, f = res['baseline'], res['finetune']
     print(f"baseline {100*b['final']['accuracy']['mean']:.1f}% vs SimCLR fine-tune {100*f['final']['accuracy']['mean']:.1f}% "
           f"validation accuracy (test: {100*b['test_accuracy']['mean']:.1f}% vs {100*f['test_accuracy']['mean']:.1f}%)")
+    print(paired_sentence(res['paired']['valid_accuracy'], 'Validation accuracy'))
 
 def cmd_pretrain(args):
     "SimCLR pre-training only; saves the encoder"
-    from .recipes import run_pretrain
-    from .reproduce import check_config
-    p = _preset_from_args(args)
-    _confirm_long_run(p, args)
-    from .distributed import setup_distributed, is_main_process, main_process_first
-    out = Path(args.out or f'runs/{p.name}')
-    device = setup_distributed(args.device) # under accelerate launch/torchrun: join the processes, this process' GPU
-    if is_main_process(): check_config(out, {'preset': p.to_dict(), 'seed': args.seed, 'encoder': None})
-    from .data import load_cifar10
-    data = main_process_first(load_cifar10, args.data, verbose=False)
-    from .speed import speed_cbs
-    r = run_pretrain(data, p, out, args.seed, device, cbs=speed_cbs(**_speed_from_args(args), device=device), sync_bn=args.sync_bn)
-    if not is_main_process(): return
+    res = _run(args, pretrain_only=True)
+    if res is None: return
+    r = res['pretrain']
     print(f"encoder saved to {r['encoder']} ({len(r['history'])} epochs, final NT-Xent loss {r['history'][-1]['train_loss']:.3f}; "
           f"{r['processes']} process(es), effective batch {r['effective_batch_size']} pairs)")
 
-@subcommand('reproduce', 'the whole experiment: SimCLR pre-training, k-NN check, baseline vs fine-tune under CV, report and plots',
-            'Pre-train with SimCLR, measure the encoder with k-NN, train the baseline and the fine-tune on every fold, and write '
-            'results.json, report.md and PNG plots to --out. An interrupted run resumes when started again with the same --out.')
+@subcommand('reproduce', 'the whole experiment: SimCLR pre-training, k-NN and linear probe, baseline vs fine-tune under CV, report and plots',
+            'Pre-train with SimCLR, measure the encoder with k-NN and a linear probe, train the baseline and the fine-tune on every fold, '
+            'and write results.json, report.md and PNG plots to --out. An interrupted run resumes when started again with the same --out; '
+            'a folder written with any other setting is refused.')
 def _reproduce_args(p):
     _add_run_args(p)
     p.add_argument('--encoder', metavar='PATH', help='a pre-trained encoder (e.g. runs/seed/pretrain/encoder.pth): skip pre-training')
@@ -200,6 +216,7 @@ def _bench_args(p):
     p.set_defaults(func=cmd_bench)
 
 
+
 # %% ../nbs/20_cli.ipynb #941da879
 def make_parser()->argparse.ArgumentParser:
     "The `fastai-simclr` argument parser with every registered subcommand"
@@ -217,10 +234,11 @@ def main(argv=None):
     args.argv = argv
     if not getattr(args, 'func', None): parser.print_help(); return 2
     if os.environ.get('FASTAI_SIMCLR_DEBUG'): return args.func(args) or 0
-    from .checkpoint import CheckpointError, NonFiniteLossError
+    from . import checkpoint
+    errors = (ValueError, OSError, checkpoint.CheckpointError, checkpoint.NonFiniteLossError, getattr(checkpoint, 'RunLockedError', ValueError))
     try: return args.func(args) or 0
     except KeyboardInterrupt: print('fastai-simclr: interrupted; run the same command again to resume', file=sys.stderr); return 130
-    except (ValueError, OSError, CheckpointError, NonFiniteLossError) as e:
+    except errors as e:
         msg = ' '.join(str(e).split('\n')[-1].split()) if 'Exception occured in' in str(e) else ' '.join(str(e).split())
         print(f'fastai-simclr: error: {msg}', file=sys.stderr); return 2
 

@@ -1,4 +1,4 @@
-"""One call runs the whole experiment: SimCLR pre-training, a k-NN check of the encoder, baseline and fine-tune under cross-validation, then `results.json`, `report.md` and the plots. Interrupted runs resume.
+"""One call runs the whole experiment: SimCLR pre-training, k-NN and linear-probe checks of the encoder, baseline and fine-tune under cross-validation, then `results.json`, `report.md` and the plots. Interrupted runs resume.
 
 Docs: https://fastai-simclr.github.io/fastai_simclr/reproduce.html.md"""
 
@@ -6,226 +6,227 @@ Docs: https://fastai-simclr.github.io/fastai_simclr/reproduce.html.md"""
 
 # %% ../nbs/10_reproduce.ipynb #df2286f9
 from __future__ import annotations
-import json, os, platform, sys, time, math
+import contextlib, os, platform, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import torch
-import matplotlib, matplotlib.ticker
-import matplotlib.pyplot as plt
 from fastai.basics import *
-from .data import *
-from .model import cifar_resnet18, load_encoder
-from .knn import knn_eval
-from .augment import simclr_augs, plot_views
-from .recipes import *
-from .recipes import _write_json, _read_result
+from .utils import check_num, read_json, atomic_write_json, clean_temps, resolve_device
+from .data import CIFARData, load_cifar10, cifar10_path, _scan, _fingerprint
+from .model import load_encoder
+from .recipes import (Preset, get_preset, preset_encoder, check_data, labeled_indices, pretrain_indices, test_indices,
+                                   run_pretrain, run_fold, run_knn, run_probe)
+from .report import summarize, write_report
 from .distributed import is_main_process, main_process_first, end_distributed
 from .speed import speed_cbs, resolve_speed
+from . import checkpoint as _checkpoint
+RunLock = getattr(_checkpoint, 'RunLock', None)  # SEAM: the rel branch's lock; without it a run takes none
 
 # %% auto #0
-__all__ = ['SEED_REPORTED', 'fold_summary', 'epochs_to_reach', 'plot_comparison', 'plot_pretrain', 'report_markdown', 'versions',
-           'device_name', 'ConfigMismatch', 'check_config', 'run_knn', 'reproduce', 'write_outputs']
+__all__ = ['RunLock', 'versions', 'device_name', 'code_version', 'data_fingerprint', 'ConfigMismatch', 'run_config',
+           'config_differences', 'check_config', 'check_out', 'ProgressLine', 'reproduce']
 
 # %% ../nbs/10_reproduce.ipynb #fe77f5bd
-SEED_REPORTED = {'baseline': {'accuracy': 0.76, 'valid_loss': 0.46}, 'finetune': {'accuracy': 0.82, 'valid_loss': 0.22},
-                 'finetune_epochs_to_baseline': 6}
-
-def fold_summary(results:list)->dict:
-    "Per-epoch mean and std over folds of each metric, final-epoch mean and std, and test accuracy mean and std"
-    keys = [k for k in results[0]['history'][0] if k not in ('epoch','seconds') and results[0]['history'][0][k] is not None]
-    curves = {k: np.array([[h[k] for h in r['history']] for r in results], dtype=float) for k in keys}
-    s = {'folds': [r['fold'] for r in results], 'n_folds': len(results),
-         'curves': {k: {'mean': v.mean(0).tolist(), 'std': v.std(0).tolist()} for k,v in curves.items()},
-         'final': {k: {'mean': float(v[:,-1].mean()), 'std': float(v[:,-1].std())} for k,v in curves.items()}}
-    for k in ('test_accuracy','test_loss'):
-        v = np.array([r[k] for r in results])
-        s[k] = {'mean': float(v.mean()), 'std': float(v.std()), 'per_fold': v.tolist()}
-    s['seconds'] = round(sum(h['seconds'] for r in results for h in r['history']), 1)
-    return s
-
-def epochs_to_reach(curve, target:float):
-    "1-based number of the first epoch whose value reaches `target`, or None"
-    for i,v in enumerate(curve):
-        if v >= target: return i + 1
-    return None
-
-# %% ../nbs/10_reproduce.ipynb #9df807af
-def _band(ax, curve, label, color):
-    m, sd = np.array(curve['mean']), np.array(curve['std'])
-    x = np.arange(1, len(m)+1)
-    ax.plot(x, m, label=label, color=color, marker='o', ms=3)
-    ax.fill_between(x, m-sd, m+sd, color=color, alpha=0.2)
-
-def plot_comparison(res:dict, metric:str='accuracy', fname=None):
-    "Per-epoch `metric` of baseline and fine-tune, mean over folds with a +-1 std band"
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kind,color in (('baseline','tab:blue'), ('finetune','tab:orange')):
-        _band(ax, res[kind]['curves'][metric], f"{'SimCLR fine-tune' if kind=='finetune' else 'baseline (scratch)'}", color)
-    if metric == 'accuracy': ax.axhline(res['baseline']['final']['accuracy']['mean'], color='tab:blue', ls=':', lw=1)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel('epoch'); ax.set_ylabel(f'validation {metric.replace("valid_", "")}')
-    ax.set_title(f"validation {metric.replace('valid_','')}, mean and std over {res['baseline']['n_folds']} folds")
-    ax.legend(); ax.grid(alpha=0.3); fig.tight_layout()
-    if fname: fig.savefig(fname, dpi=110); plt.close(fig)
-    return fig
-
-def plot_pretrain(hist:list, fname=None):
-    "NT-Xent loss per epoch of the pre-training"
-    fig, ax = plt.subplots(figsize=(6, 4))
-    x = [h['epoch']+1 for h in hist]
-    ax.plot(x, [h['train_loss'] for h in hist], marker='o', ms=3, label='train')
-    if hist and hist[0].get('valid_loss') is not None: ax.plot(x, [h['valid_loss'] for h in hist], marker='o', ms=3, label='valid')
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel('epoch'); ax.set_ylabel('NT-Xent loss'); ax.set_title('SimCLR pre-training'); ax.legend(); ax.grid(alpha=0.3)
-    fig.tight_layout()
-    if fname: fig.savefig(fname, dpi=110); plt.close(fig)
-    return fig
-
-# %% ../nbs/10_reproduce.ipynb #ece3bacd
-def _pm(d, pct=True): return f"{100*d['mean']:.1f}% ± {100*d['std']:.1f}" if pct else f"{d['mean']:.3f} ± {d['std']:.3f}"
-
-def report_markdown(res:dict)->str:
-    "The comparison table and the run's provenance, as Markdown"
-    b, f, p, k = res['baseline'], res['finetune'], res['preset'], res['knn']
-    n = b['n_folds']
-    reach = res['finetune_epochs_to_baseline']
-    rows = [
-        ('validation accuracy, final epoch', _pm(b['final']['accuracy']), _pm(f['final']['accuracy']), '76% / 82%'),
-        ('validation loss, final epoch', _pm(b['final']['valid_loss'], False), _pm(f['final']['valid_loss'], False), '~0.46 / ~0.22'),
-        (f"test accuracy ({res['n_test']:,} test images)", _pm(b['test_accuracy']), _pm(f['test_accuracy']), 'not reported'),
-        ("epochs to reach the baseline's final accuracy", str(p['epochs']), str(reach) if reach else f"not within {p['epochs']}", '~6'),
-    ]
-    L_ = [f"# SimCLR vs baseline: preset `{p['name']}`", '',
-          f"Labeled data: {res['n_labeled']:,} training labels ({p['frac']:g} of 50,000), {p['n_splits']}-fold stratified CV, "
-          f"folds {', '.join(map(str, b['folds']))} trained, {p['epochs']} epochs each; pre-training: {res['pretrain']['images']:,} unlabeled images, "
-          f"{p['pretrain_epochs']} epochs, batch {p['pretrain_bs']} pairs. Mean ± std over the {n} folds.", '',
-          '| | baseline (from scratch) | SimCLR fine-tune | seed reported (baseline / fine-tune) |', '|---|---|---|---|']
-    L_ += [f'| {a} | {b_} | {c} | {d} |' for a,b_,c,d in rows]
-    L_ += ['', '## What pre-training alone bought (k-NN monitor)', '',
-           f"Weighted k-NN (cosine, k={p['knn_k']}) on encoder features: bank of {k['bank_n']:,} labeled training images, "
-           f"scored on {k['test_n']:,} test images.", '',
-           '| encoder | k-NN test accuracy |', '|---|---|',
-           f"| random (the pre-training's initialization) | {100*k['random']:.1f}% |",
-           f"| after SimCLR pre-training | {100*k['pretrained']:.1f}% |", '',
-           '## Plots', '', '![accuracy](accuracy.png)', '', '![loss](loss.png)', '', '![pre-training loss](pretrain_loss.png)', '',
-           '![augmentations](augmentations.png)', '',
-           '## Provenance', '',
-           f"- command: `{res['command']}`", f"- machine: {res['machine']}", f"- device: {res['device']}" + (f" ({', '.join(k for k in ('bf16', 'channels_last', 'compile') if res['speed'][k]) or 'float32'})" if res.get('speed') else ''),
-           f"- data: {res['data']}", f"- seed: {res['seed']}",
-           f"- versions: " + ', '.join(f'{a} {v}' for a,v in res['versions'].items()),
-           f"- wall time per phase (s): " + ', '.join(f'{a} {v}' for a,v in res['seconds'].items()),
-           '', 'The seed figures are those its authors reported for the full recipe on the original CIFAR-10 files; this data set is '
-           'the JPEG re-encoding, expected 1-3 points lower. Validation and test images are not augmented here (the seed augmented them).']
-    return '\n'.join(L_) + '\n'
-
-# %% ../nbs/10_reproduce.ipynb #b635466c
 def versions()->dict:
+    "Versions of Python and of the packages that compute a run's numbers"
     import fastai, timm, sklearn, fastai_simclr
     return {'python': platform.python_version(), 'torch': torch.__version__, 'fastai': fastai.__version__, 'timm': timm.__version__,
-            'scikit-learn': sklearn.__version__, 'fastai_simclr': fastai_simclr.__version__}
+            'scikit-learn': sklearn.__version__, 'numpy': np.__version__, 'fastai_simclr': fastai_simclr.__version__}
 
 def device_name(device=None)->str:
+    "The device in words: the GPU's name, or the CPU's cores and torch threads"
     d = torch.device(device) if device is not None else default_device()
     if d.type == 'cuda': return f"cuda: {torch.cuda.get_device_name(d)}"
     return f"cpu: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
+def code_version()->dict:
+    "The git commit of the library's checkout and whether its files differ from it (`None`s outside a git checkout)"
+    root = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
+    git = lambda *a: subprocess.run(['git', '-C', str(root), *a], capture_output=True, text=True, timeout=30)
+    try:
+        c = git('rev-parse', 'HEAD')
+        if c.returncode: return {'commit': None, 'dirty': None}
+        top = git('rev-parse', '--show-toplevel').stdout.strip()
+        pkg = Path(top)/'fastai_simclr'
+        s = git('status', '--porcelain', '--', str(pkg if pkg.is_dir() else top))
+        return {'commit': c.stdout.strip(), 'dirty': bool(s.stdout.strip())}
+    except (OSError, subprocess.SubprocessError): return {'commit': None, 'dirty': None}
+
+def data_fingerprint(data)->str:
+    "Fingerprint of a CIFAR-10 folder (its files' names, sizes and times), or of a `CIFARData` without a folder (its arrays)"
+    path = data.path if isinstance(data, CIFARData) else data
+    if path is not None and Path(path).is_dir(): return _fingerprint(_scan(Path(path))[1])
+    import hashlib
+    h = hashlib.sha1()
+    for t in (data.train_x, data.train_y, data.test_x, data.test_y): h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+# %% ../nbs/10_reproduce.ipynb #d6397920
 class ConfigMismatch(ValueError):
-    "An output folder written with other settings"
+    "An output folder written with other settings, or one a run must not use"
 
-def check_config(out:Path, cfg:dict):
-    "Write `cfg` to `out/config.json`, or refuse if the folder holds a run with other settings"
-    f = out/'config.json'
+_IGNORED = {'preset.description'} # recorded, but a change of wording is not another run
+
+def _flat(d:dict, pre='')->dict:
+    out = {}
+    for k,v in d.items():
+        if isinstance(v, dict) and v: out.update(_flat(v, f'{pre}{k}.'))
+        else: out[f'{pre}{k}'] = v
+    return out
+
+def run_config(p:Preset, seed:int=42, encoder=None, speed:dict=None, fingerprint:str=None, sync_bn:bool=False)->dict:
+    "Everything that decides a run's numbers, as `config.json` holds it"
+    spd = {k: (speed or {}).get(k) for k in ('bf16', 'channels_last', 'compile')}
+    return {'preset': p.to_dict(), 'seed': seed, 'encoder': str(Path(encoder).resolve()) if encoder else None, 'sync_bn': bool(sync_bn),
+            'speed': spd, 'data': {'fingerprint': fingerprint}, 'versions': versions()}
+
+def config_differences(old:dict, new:dict)->list:
+    "One 'key: old there, new now' line for each setting that differs"
+    o, n = _flat(old), _flat(json.loads(json.dumps(new)))
+    keys = sorted((set(o) | set(n)) - _IGNORED, key=lambda k: (k != 'preset.name', k))
+    miss = lambda d, k: repr(d[k]) if k in d else 'missing'
+    return [f"{k}: {miss(o, k)} there, {miss(n, k)} now" for k in keys if o.get(k, ...) != n.get(k, ...)]
+
+def check_config(out:Path, # The run's folder
+                 cfg:dict, # From `run_config`
+                 write:bool=True, # Write `config.json` if the folder has none
+                ):
+    "Refuse `out` if it holds a run with any other setting (naming each difference); else record `cfg` there when `write`"
+    f = Path(out)/'config.json'
     if f.exists():
-        try: old = json.loads(f.read_text())
-        except ValueError: raise ConfigMismatch(f"{f} is not readable JSON; use another --out, or delete that folder") from None
-        flat = lambda d: {f'{k}.{k2}' if isinstance(v, dict) else k: v2 for k,v in d.items() for k2,v2 in (v.items() if isinstance(v, dict) else [(None, v)])}
-        o, n = flat(old), flat(json.loads(json.dumps(cfg)))
-        diff = [k for k in sorted(set(o) | set(n), key=lambda k: (k != 'preset.name', k)) if o.get(k) != n.get(k)]
-        if diff:
-            detail = '; '.join(f"{k}: {o.get(k)!r} there, {n.get(k)!r} now" for k in diff[:4]) + (f" (+{len(diff)-4} more)" if len(diff) > 4 else '')
-            raise ConfigMismatch(f"{out} holds a run with other settings ({detail}); use another --out, or delete that folder")
-    else:
-        if out.exists() and not out.is_dir(): raise ConfigMismatch(f"--out {out} is a file, not a folder")
-        if out.exists() and any(out.iterdir()): raise ConfigMismatch(f"{out} is not empty and holds no fastai_simclr run; use another --out")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            _write_json(cfg, f)
-        except OSError as e: raise ConfigMismatch(f"cannot write to {out}: {e.strerror}") from None
+        diff = config_differences(read_json(f, "the settings of the run in this folder"), cfg)
+        if diff: raise ConfigMismatch(f"{out} holds a run with other settings ({'; '.join(diff)}); use another --out, or delete that folder")
+    elif write: atomic_write_json(f, cfg)
 
-def run_knn(data, p:Preset, out:Path, encoder_path, seed=42, device=None)->dict:
-    "k-NN accuracy of the random initial encoder and of the pre-trained one, into `out/knn/result.json`"
-    d = out/'knn'
-    if (r := _read_result(d)) is not None: return r
-    t0 = time.time()
-    g = torch.Generator().manual_seed(seed)
-    bank = torch.randperm(len(data.train_x), generator=g)[:p.knn_bank_n].sort().values
-    test = torch.randperm(len(data.test_x), generator=g)[:p.knn_test_n].sort().values
-    args = (data.train_x[bank], data.train_y[bank], data.test_x[test], data.test_y[test])
-    set_seed(seed); rand = cifar_resnet18()   # the same draws as `pretrain_learner`'s initialization
-    r = {'random': float(knn_eval(rand, *args, k=p.knn_k, device=device)),
-         'pretrained': float(knn_eval(load_encoder(encoder_path), *args, k=p.knn_k, device=device)),
-         'bank_n': len(bank), 'test_n': len(test), 'k': p.knn_k}
-    r['seconds'] = round(time.time() - t0, 1)
-    d.mkdir(parents=True, exist_ok=True); _write_json(r, d/'result.json')
-    return r
+def check_out(out:Path, # The run's folder (need not exist)
+              data_path=None, # The data folder
+             ):
+    "Refuse an output folder that is a file, inside the data folder or holding it, not empty without a run, or not writable"
+    out = Path(out); o = out.resolve()
+    if data_path is not None:
+        d = Path(data_path).resolve()
+        if o == d or d in o.parents:
+            raise ConfigMismatch(f"--out {out} is inside the data folder {d}: the run would add files to the data set; choose a folder outside it")
+        if o in d.parents: raise ConfigMismatch(f"the data folder {d} is inside --out {out}; choose another --out")
+    if out.exists() and not out.is_dir(): raise ConfigMismatch(f"--out {out} is a file, not a folder")
+    if out.is_dir() and not (out/'config.json').exists() and any(not c.name.startswith('.') for c in out.iterdir()):
+        raise ConfigMismatch(f"{out} is not empty and holds no fastai_simclr run; use another --out")
+    anc = next(a for a in (o, *o.parents) if a.exists())
+    if not os.access(anc, os.W_OK): raise ConfigMismatch(f"cannot write to {out}: permission denied")
 
-# %% ../nbs/10_reproduce.ipynb #84dda2f5
+# %% ../nbs/10_reproduce.ipynb #5fd1f16a
+def _dur(s:float)->str:
+    return f"{s:.0f} s" if s < 90 else f"{s/60:.0f} min" if s < 5400 else f"{s/3600:.1f} h"
+
+class ProgressLine(Callback):
+    "Print once per fit, after `n_batches` timed training batches, the throughput and the time the rest of the phase will take"
+    order = 90
+    def __init__(self, label:str, # Printed in brackets first, e.g. 'pretrain'
+                 unit:str='images', # What a batch holds, e.g. 'views'
+                 n_batches:int=10, # Batches timed (the first batch of the fit, a warm-up, is not)
+                 log=print): store_attr()
+    def before_fit(self): self.t0, self.k, self.items, self.said = None, 0, 0, False
+    def after_batch(self):
+        if self.said or not self.training: return
+        if self.t0 is None: self.t0 = time.perf_counter(); return
+        self.k += 1; self.items += find_bs(self.xb)
+        if self.k < self.n_batches and self.iter < self.n_iter - 1: return
+        el = time.perf_counter() - self.t0
+        spb = el / self.k
+        n_valid = len(self.dls.valid) if getattr(self.dls, 'valid', None) is not None else 0
+        left = (self.n_epoch - self.epoch) * (self.n_iter + n_valid / 3) * spb - (self.iter + 1) * spb
+        self.log(f"[{self.label}] {self.items / el:,.0f} {self.unit}/s over {self.k} timed batches: about {_dur(max(left, 0))} to go")
+        self.said = True
+
+# %% ../nbs/10_reproduce.ipynb #b635466c
+def _phase_line(log, label, folder:Path, text:str):
+    if (folder/'result.json').exists(): log(f"[{label}] finished earlier: reading {folder.name}/result.json")
+    else: log(f"[{label}] {text}" + (" (resuming from its last checkpoint)" if (folder/'checkpoint.pth').exists() else ''))
+
 def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
               data=None, # CIFAR-10 folder (default: `$FASTAI_SIMCLR_DATA`, else fastai's download) or a `CIFARData`
               out=None, # Output folder (default: `runs/<preset>`)
-              seed:int=42, # Fixes the label subset, the folds and every initialization
+              seed:int=42, # Fixes the label subset, the folds and every initialization and draw
               encoder=None, # A pre-trained encoder file: skip pre-training
               device=None, # Default: fastai's `default_device()`
-              log=print, # Where the one-line phase reports go
+              log=print, # Where the one-line progress reports go
               command:str=None, # Recorded in the report
               sync_bn:bool=False, # SyncBatchNorm in pre-training, when launched on several GPUs
               speed:dict=None, # Speed options of every phase, `speed_cbs` arguments: bf16, channels_last, compile (default: the device's)
+              pretrain_only:bool=False, # Stop after the pre-training (`fastai-simclr pretrain`)
              )->dict:
     "Run the SimCLR-vs-baseline experiment into `out`, resuming what an earlier run left there; returns the results"
     # launched on several processes: all pre-train, then rank 0 alone runs the rest and writes every file; the others return None
     p = get_preset(preset) if isinstance(preset, str) else preset.validate()
-    speed = resolve_speed(**(speed or {}), device=device); spd = {k: speed[k] for k in ('bf16', 'channels_last', 'compile')}
+    seed = check_num('seed', seed, 0, 2**32 - 1, integer=True)
+    device = resolve_device(device)
+    speed = resolve_speed(**(speed or {}), device=device)
+    spd = {k: speed[k] for k in ('bf16', 'channels_last', 'compile')}
+    data_path = data.path if isinstance(data, CIFARData) else cifar10_path(data)
     out = Path(out or f'runs/{p.name}')
-    cfg = {'preset': p.to_dict(), 'seed': seed, 'encoder': str(Path(encoder).resolve()) if encoder else None}
-    if encoder is not None: load_encoder(encoder)  # a clear error now, not after the baseline
-    if is_main_process():
-        check_config(out, cfg)
-        if not os.access(out, os.W_OK): raise ConfigMismatch(f"cannot write to {out}: permission denied")
-    data = data if isinstance(data, CIFARData) else main_process_first(load_cifar10, data, verbose=False)
+    main = is_main_process()
+    if encoder is not None: load_encoder(encoder, preset_encoder(p))   # a clear error now, not after the baseline
+    if main: check_out(out, data_path)
+    fp = data_fingerprint(data if isinstance(data, CIFARData) else data_path)
+    cfg = run_config(p, seed, encoder, spd, fp, sync_bn)
+    if main: check_config(out, cfg, write=False)                         # refused before anything is written
     t_all = time.time()
-    def phase(name, f):
-        t0 = time.time(); r = f(); log(f"[{name}] done in {time.time()-t0:.0f}s"); return r
+    if not isinstance(data, CIFARData):
+        log(f"[data] reading CIFAR-10 from {data_path} (decoded once into a uint8 cache: the first run takes a minute or two, later ones seconds)")
+        data = main_process_first(load_cifar10, data_path, verbose=False)
+        log(f"[data] {len(data.train_x):,} training and {len(data.test_x):,} test images ready ({time.time()-t_all:.0f}s)")
+    check_data(p, data, seed)
+    with contextlib.ExitStack() as stack:
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            if RunLock is not None: stack.enter_context(RunLock(out))
+            clean_temps(out)
+            check_config(out, cfg, write=True)                           # again under the lock: another run may have started
+        return _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, speed, spd, pretrain_only, fp, t_all)
+
+def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, speed, spd, pretrain_only, fp, t_all):
+    main = is_main_process()
+    say = log if main else (lambda s: None)
+    cbs = lambda label, unit: [*speed_cbs(**spd, device=device), *([ProgressLine(label, unit, log=log)] if main else [])]
+    def phase(label, folder, text, f):
+        _phase_line(say, label, folder, text)
+        t0 = time.time(); r = f(); say(f"[{label}] done in {time.time()-t0:.0f}s"); return r
+    n_lab = len(labeled_indices(data, p, seed))
     if encoder is None:
-        pre = phase('pretrain', lambda: run_pretrain(data, p, out, seed, device, cbs=speed_cbs(**spd, device=device), sync_bn=sync_bn))
+        n_pre = len(pretrain_indices(data, p, seed))
+        pre = phase('pretrain', out/'pretrain',
+                    f"SimCLR pre-training of a ResNet-18 on {n_pre:,} training images without their labels (the {n_lab:,} labeled ones "
+                    f"included), two views each: {p.pretrain_epochs} epochs of {n_pre // p.pretrain_bs:,} batches of {p.pretrain_bs} pairs",
+                    lambda: run_pretrain(data, p, out, seed, device, cbs=cbs('pretrain', 'views'), sync_bn=sync_bn))
     else:
         pre = {'history': [], 'encoder': str(encoder), 'images': 0, 'seconds': 0, 'effective_batch_size': None}
     if not end_distributed(): return None
-    knn = phase('knn', lambda: run_knn(data, p, out, pre['encoder'], seed, device))
+    if pretrain_only: return {'pretrain': pre, 'preset': p.to_dict(), 'seed': seed}
+    n_test = len(test_indices(data, p.test_n, seed))
+    knn = phase('knn', out/'knn', f"k-NN accuracy (k={p.knn_k}) of the random and the pre-trained encoder: a bank of "
+                f"{p.knn_bank_n or len(data.train_x):,} labeled training images, {p.knn_test_n or len(data.test_x):,} test images",
+                lambda: run_knn(data, p, out, pre['encoder'], seed, device))
     log(f"[knn] random encoder {100*knn['random']:.1f}%, pre-trained {100*knn['pretrained']:.1f}%")
-    folds = {k: [phase(f'{k} fold {f}', lambda: run_fold(data, p, f, out, k, pre['encoder'] if k == 'finetune' else None, seed, device,
-                                                                  speed_cbs(**spd, device=device)))
-                 for f in p.fold_list] for k in ('baseline', 'finetune')}
-    res = {'preset': p.to_dict(), 'seed': seed, 'pretrain': pre, 'knn': knn,
-           'baseline': fold_summary(folds['baseline']), 'finetune': fold_summary(folds['finetune']),
-           'folds': folds, 'n_labeled': len(label_subset(data.train_y, p.frac, seed)), 'n_test': folds['baseline'][0]['n_test'],
-           'seed_reported': SEED_REPORTED, 'data': str(data.path), 'device': device_name(device), 'speed': speed,
-           'machine': f"{platform.node() or 'unknown'}: {platform.machine()}, {os.cpu_count()} CPU cores",
-           'versions': versions(), 'command': command or f"reproduce(preset={p.name!r}, seed={seed})"}
-    res['finetune_epochs_to_baseline'] = epochs_to_reach(res['finetune']['curves']['accuracy']['mean'], res['baseline']['final']['accuracy']['mean'])
-    res['seconds'] = {'pretrain': round(sum(h['seconds'] for h in pre['history']), 1), 'knn': knn['seconds'],
+    probe = phase('probe', out/'probe', f"linear probe of the random and the pre-trained encoder: a linear classifier on the frozen "
+                  f"features of the {n_lab:,} labeled images, {n_test:,} test images",
+                  lambda: run_probe(data, p, out, pre['encoder'], seed, device))
+    log(f"[probe] random encoder {100*probe['random']['accuracy']:.1f}%, pre-trained {100*probe['pretrained']['accuracy']:.1f}%")
+    what = {'baseline': 'a ResNet-18 from scratch', 'finetune': 'the pre-trained encoder with a new head, nothing frozen,'}
+    folds = {k: [] for k in what}
+    for k in what:
+        for i, f in enumerate(p.fold_list):
+            label = f'{k} fold {f}'
+            folds[k].append(phase(label, out/k/f'fold{f}',
+                f"{what[k]} trained on {p.n_splits-1} of the {p.n_splits} folds of the {n_lab:,} labeled images and validated on fold {f} "
+                f"({i+1} of {len(p.fold_list)}): {p.epochs} epochs, then {n_test:,} test images",
+                lambda: run_fold(data, p, f, out, k, pre['encoder'] if k == 'finetune' else None, seed, device, cbs(label, 'images'))))
+    res = {'preset': p.to_dict(), 'description': p.description, 'seed': seed, 'pretrain': pre, 'knn': knn, 'probe': probe, 'folds': folds,
+           'n_labeled': n_lab, 'n_test': n_test, 'data': str(data.path), 'data_fingerprint': fp, 'device': device_name(device),
+           'speed': speed, 'machine': f"{platform.node() or 'unknown'}: {platform.machine()}, {os.cpu_count()} CPU cores",
+           'versions': versions(), 'code': code_version(), 'command': command or f"reproduce(preset={p.name!r}, seed={seed})"}
+    res = summarize(res)
+    res['seconds'] = {'pretrain': round(sum(h['seconds'] for h in pre['history']), 1), 'knn': knn['seconds'], 'probe': probe['seconds'],
                       'baseline': res['baseline']['seconds'], 'finetune': res['finetune']['seconds']}
-    write_outputs(res, out, data)
+    write_report(res, out, data)
     log(f"[report] {out/'report.md'} ({time.time()-t_all:.0f}s in this call)")
     return res
-
-def write_outputs(res:dict, out:Path, data=None):
-    "`results.json`, `report.md` and the PNG plots"
-    plot_comparison(res, 'accuracy', out/'accuracy.png')
-    plot_comparison(res, 'valid_loss', out/'loss.png')
-    plot_pretrain(res['pretrain']['history'], out/'pretrain_loss.png')
-    if data is not None:
-        set_seed(res['seed'])
-        x = data.test_x[torch.randperm(len(data.test_x), generator=torch.Generator().manual_seed(res['seed']))[:8]].float() / 255
-        fig = plot_views(x, simclr_augs()); fig.savefig(out/'augmentations.png', dpi=110); plt.close(fig)
-    _write_json(res, out/'results.json')
-    (out/'report.md').write_text(report_markdown(res))
