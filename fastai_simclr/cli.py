@@ -88,10 +88,10 @@ def _preset_from_args(args):
     return get_preset(args.preset, **over)
 
 def _seed_from_args(args)->int:
-    from .utils import check_num
+    from .recipes import check_seed
     try: seed = int(str(args.seed).strip())
     except ValueError: raise CLIError(f"--seed: cannot read {args.seed!r} as an integer") from None
-    return check_num('--seed', seed, 0, 2**32 - 1, integer=True)
+    return check_seed(seed, '--seed')
 
 def _confirm_long_run(p, args, device):
     "On a CPU, say how long `p` will take and ask (or require `--yes`) when it is hours"
@@ -145,7 +145,9 @@ def _run(args, pretrain_only=False):
     enc = getattr(args, 'encoder', None)
     if enc is not None and not Path(enc).is_file(): raise CLIError(f"encoder file not found: {enc}")
     device = setup_distributed(args.device) or device   # under accelerate launch/torchrun: join the processes, this process' GPU
-    return reproduce(p, data=args.data, out=args.out, seed=seed, encoder=enc, device=device, log=lambda s: print(s, flush=True),
+    tty = sys.stdout.isatty()
+    log = lambda s: print(('\r\033[K' if tty else '') + s, flush=True)   # on a terminal, over the progress bar's line
+    return reproduce(p, data=args.data, out=args.out, seed=seed, encoder=enc, device=device, log=log,
                      command='fastai-simclr ' + ' '.join(sys.argv[1:] if args.argv is None else args.argv), sync_bn=args.sync_bn,
                      speed=_speed_from_args(args), pretrain_only=pretrain_only)
 
@@ -218,9 +220,13 @@ def _bench_args(p):
 
 
 # %% ../nbs/20_cli.ipynb #941da879
+class _Parser(argparse.ArgumentParser):
+    "An `ArgumentParser` whose errors are one line, like every other error of the command"
+    def error(self, message): self.exit(2, f"fastai-simclr: error: {message} (see '{self.prog} --help')\n")
+
 def make_parser()->argparse.ArgumentParser:
     "The `fastai-simclr` argument parser with every registered subcommand"
-    parser = argparse.ArgumentParser(prog='fastai-simclr',
+    parser = _Parser(prog='fastai-simclr',
         description='SimCLR self-supervised pre-training for fastai, and the CIFAR-10 few-label experiment.',
         epilog="Run 'fastai-simclr COMMAND --help' for the options of a command.")
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
@@ -230,7 +236,8 @@ def make_parser()->argparse.ArgumentParser:
 def main(argv=None):
     "Entry point of the `fastai-simclr` command; returns the exit status"
     parser = make_parser()
-    args = parser.parse_args(argv)
+    try: args = parser.parse_args(argv)
+    except SystemExit as e: return e.code   # --help, or a one-line usage error
     args.argv = argv
     if not getattr(args, 'func', None): parser.print_help(); return 2
     if os.environ.get('FASTAI_SIMCLR_DEBUG'): return args.func(args) or 0

@@ -31,8 +31,8 @@ from .distributed import is_main_process, simclr_distrib_ctx
 __all__ = ['PRESET_LIMITS', 'TUPLE_LIMITS', 'PRESETS', 'SALTS', 'Preset', 'PresetField', 'preset_fields', 'parse_setting',
            'rescale_step', 'rescale_exp', 'get_preset', 'estimate_seconds', 'preset_stats', 'preset_encoder',
            'preset_simclr_augs', 'preset_train_augs', 'pretrain_learner', 'baseline_learner', 'finetune_learner',
-           'labeled_indices', 'pretrain_indices', 'test_indices', 'subset_data', 'check_data', 'read_result',
-           'run_pretrain', 'run_fold', 'run_knn', 'run_probe']
+           'check_seed', 'labeled_indices', 'pretrain_indices', 'test_indices', 'subset_data', 'check_data',
+           'read_result', 'run_pretrain', 'run_fold', 'run_knn', 'run_probe']
 
 # %% ../nbs/09_recipes.ipynb #aa316fdd
 # SEAM (until the fid, views and eval branches are merged): keyword arguments agreed between the branches that a callee of
@@ -399,6 +399,12 @@ def finetune_learner(dls:DataLoaders, # From `fold_dls`
 
 # %% ../nbs/09_recipes.ipynb #49b9a2af
 SALTS = dict(pretrain=1, test=2, knn_bank=3, knn_test=4, figure=5) # `seeded_subset` salt of each seeded draw
+
+def check_seed(seed, name:str='seed')->int:
+    "`seed` as an `int` if it is one every library takes (0 to 2**32-1), else a `ValueError` naming `name`"
+    seed = check_num(name, seed, 0, integer=True)
+    if seed >= 2**32: raise ValueError(f"{name} must be below 2**32 = {2**32}, got {seed}")
+    return seed
 
 def labeled_indices(data:CIFARData, p:Preset, seed:int=42)->np.ndarray:
     "Sorted indices of the labeled subset of `p` (`label_subset` with the preset's fraction and method)"

@@ -14,7 +14,7 @@ from fastai.basics import *
 from .utils import check_num, read_json, atomic_write_json, clean_temps, resolve_device
 from .data import CIFARData, load_cifar10, cifar10_path, _scan, _fingerprint
 from .model import load_encoder
-from .recipes import (Preset, get_preset, preset_encoder, check_data, labeled_indices, pretrain_indices, test_indices,
+from .recipes import (Preset, get_preset, preset_encoder, check_data, check_seed, labeled_indices, pretrain_indices, test_indices,
                                    run_pretrain, run_fold, run_knn, run_probe)
 from .report import summarize, write_report
 from .distributed import is_main_process, main_process_first, end_distributed
@@ -158,7 +158,7 @@ def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
     "Run the SimCLR-vs-baseline experiment into `out`, resuming what an earlier run left there; returns the results"
     # launched on several processes: all pre-train, then rank 0 alone runs the rest and writes every file; the others return None
     p = get_preset(preset) if isinstance(preset, str) else preset.validate()
-    seed = check_num('seed', seed, 0, 2**32 - 1, integer=True)
+    seed = check_seed(seed)
     device = resolve_device(device)
     speed = resolve_speed(**(speed or {}), device=device)
     spd = {k: speed[k] for k in ('bf16', 'channels_last', 'compile')}

@@ -39,15 +39,15 @@ def test_corrupt_image_named(small_cifar, tmp_path):
     assert_error(smoke('--data', str(small_cifar), '--out', str(tmp_path/'o')), 'cannot read image', f'horse/{f.name}')
 
 def test_unknown_preset(tmp_path):
-    assert_error(cli('reproduce', '--preset', 'fastest', '--out', str(tmp_path/'o')), "unknown preset 'fastest'", 'seed, quick, smoke')
+    assert_error(cli('reproduce', '--preset', 'fastest', '--out', str(tmp_path/'o')), "unknown preset 'fastest'", 'seed, cpu1h, quick, smoke, gpu10min')
 
 @pytest.mark.parametrize('args,msg', [
-    (('--pretrain-bs', '100'), 'batch size 100 is larger than the 32 training images'),
-    (('--bs', '5000'), 'batch size 5000 is larger than the 50 labeled training images'),
-    (('--pretrain-bs', '0'), 'pretrain_bs must be a positive integer'),
-    (('--pretrain-bs', '1'), 'pretrain_bs must be at least 2'),
-    (('--temperature', '0'), 'temperature must be > 0'),
-    (('--temperature', '-0.5'), 'temperature must be > 0'),
+    (('--pretrain-bs', '100'), 'pretrain_bs (100) is larger than pretrain_n (64)'),
+    (('--bs', '5000'), 'batch size 5000 is larger than the 20 labeled training images of a fold'),
+    (('--pretrain-bs', '0'), 'pretrain_bs must be an integer >= 2'),
+    (('--pretrain-bs', '1'), 'pretrain_bs must be an integer >= 2'),
+    (('--temperature', '0'), 'temperature must be a number > 0'),
+    (('--temperature', '-0.5'), 'temperature must be a number > 0'),
     (('--frac', '0'), '(0, 1]'),
     (('--frac', '1.2'), '(0, 1]'),
     (('--folds', '0,2'), 'fold 2 is out of range 0..1'),

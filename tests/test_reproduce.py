@@ -1,9 +1,11 @@
-"The main job end to end on real CIFAR-10 (smoke preset): outputs, report, resume after kill -9, determinism"
-import json, os, signal, subprocess, sys, time
+"The main job end to end on real CIFAR-10 (smoke preset): outputs, report, what it says while it runs, resume after kill -9, determinism"
+import json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 
 from conftest import run_cli as cli
+from fastai_simclr.recipes import get_preset
+from fastai_simclr.schedules import ExpDecayLR
 
 def histories(res):
     yield 'pretrain', res['pretrain']['history']
@@ -12,34 +14,55 @@ def histories(res):
 
 def test_smoke_end_to_end(smoke_run):
     out, r = smoke_run
-    assert 'validation accuracy' in r.stdout and '[pretrain] done' in r.stdout
-    for f in ('results.json', 'report.md', 'accuracy.png', 'loss.png', 'pretrain_loss.png', 'augmentations.png', 'config.json'):
+    # it says what each phase does before it starts, how fast it goes, when it ends; then the headline and the report's path
+    lines = r.stdout.splitlines()
+    idx = lambda pat: next(i for i,l in enumerate(lines) if re.search(pat, l))
+    assert idx(r'^\[data\] reading CIFAR-10') < idx(r'\[data\] 50,000 training and 10,000 test images ready')
+    assert idx(r'\[pretrain\] SimCLR pre-training .* 64 training images .* 2 epochs') < idx(r'\[pretrain\] \d+ views/s') < idx(r'\[pretrain\] done in')
+    assert idx(r'\[baseline fold 0\] a ResNet-18 from scratch .* 2 epochs') < idx(r'\[baseline fold 0\] done')
+    assert idx(r'\[probe\] random encoder') < idx(r'\[finetune fold 1\] done') < idx(r'\[report\] .*report.md')
+    assert 'validation accuracy (test:' in r.stdout and re.search(r'Validation accuracy: the fine-tune is .* interval', r.stdout)
+    for f in ('results.json', 'report.md', 'accuracy.png', 'loss.png', 'train_loss.png', 'pretrain_loss.png', 'augmentations.png',
+              'supervised_augmentations.png', 'config.json', 'probe/result.json', 'knn/result.json'):
         assert (out/f).stat().st_size > 0, f
     res = json.loads((out/'results.json').read_text())
     assert res['preset']['name'] == 'smoke' and res['seed'] == 42
     assert set(res['versions']) >= {'torch', 'fastai', 'timm'} and res['device'].startswith('cpu')
+    assert re.fullmatch(r'[0-9a-f]{40}', res['code']['commit']) and isinstance(res['code']['dirty'], bool)
     for name, h in histories(res): assert [row['epoch'] for row in h] == list(range(len(h))), name
-    assert len(res['pretrain']['history']) == res['preset']['pretrain_epochs']
+    assert len(res['pretrain']['history']) == res['preset']['pretrain_epochs'] and res['pretrain']['images'] == 64
     assert [r['fold'] for r in res['folds']['baseline']] == [0, 1]
     for kind in ('baseline', 'finetune'):
         assert 0 <= res[kind]['test_accuracy']['mean'] <= 1 and len(res[kind]['test_accuracy']['per_fold']) == 2
     assert 0 <= res['knn']['random'] <= 1 and 0 <= res['knn']['pretrained'] <= 1
+    assert 0 <= res['probe']['pretrained']['accuracy'] <= 1 and res['probe']['train_n'] == res['n_labeled'] == 40
+    # the paired differences are fine-tune minus baseline on the same fold
+    v = res['paired']['test_accuracy']
+    assert v['diffs'] == pytest.approx([f['test_accuracy'] - b['test_accuracy'] for b,f in zip(res['folds']['baseline'], res['folds']['finetune'])])
+    assert v['low'] <= v['mean'] <= v['high'] and v['n'] == 2
     md = (out/'report.md').read_text()
-    assert '| validation accuracy, final epoch |' in md and '76% / 82%' in md and 'k-NN' in md
+    for s in ('| validation accuracy, final epoch |', '| training loss, final epoch |', '~0.46 / ~0.22 (training losses)', '76% / 82%',
+              'Fine-tune minus baseline, fold by fold', '| test accuracy |', 'k-NN test accuracy', 'linear probe test accuracy',
+              res['description'], f"- code: {res['code']['commit'][:12]}"):
+        assert s in md, s
     assert (out/'pretrain'/'encoder.pth').exists()
     # a second run with the same folder redoes nothing
     r2 = cli('reproduce', '--preset', 'smoke', '--out', str(out), '--device', 'cpu')
     assert r2.returncode == 0 and json.loads((out/'results.json').read_text())['folds'] == res['folds']
+    assert '[pretrain] finished earlier' in r2.stdout and 'views/s' not in r2.stdout
 
 def test_encoder_reuse_skips_pretraining(tmp_path):
     first = tmp_path/'a'
-    assert cli('pretrain', '--preset', 'smoke', '--out', str(first), '--device', 'cpu').returncode == 0
+    r = cli('pretrain', '--preset', 'smoke', '--out', str(first), '--device', 'cpu')
+    assert r.returncode == 0 and 'encoder saved to' in r.stdout, r.stderr
     enc = first/'pretrain'/'encoder.pth'
     r = cli('reproduce', '--preset', 'smoke', '--out', str(tmp_path/'b'), '--encoder', str(enc), '--device', 'cpu', '--epochs', '1', '--folds', '0')
     assert r.returncode == 0, r.stderr
     assert not (tmp_path/'b'/'pretrain').exists()
     res = json.loads((tmp_path/'b'/'results.json').read_text())
     assert res['pretrain']['encoder'] == str(enc) and len(res['folds']['finetune'][0]['history']) == 1
+    assert res['paired']['valid_accuracy'] is None    # one fold: no interval, and the report says so
+    assert 'fewer than 2 folds' in (tmp_path/'b'/'report.md').read_text()
 
 def _run_killed(out, wait_for, extra=()):
     "Start a smoke run and kill -9 it as soon as `wait_for` (a path under `out`) exists"
@@ -47,7 +70,7 @@ def _run_killed(out, wait_for, extra=()):
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.time()
     while not (out/wait_for).exists():
-        if p.poll() is not None or time.time() - t0 > 300: break
+        if p.poll() is not None or time.time() - t0 > 600: break
         time.sleep(0.05)
     if p.poll() is None: p.send_signal(signal.SIGKILL)
     p.wait()
@@ -69,9 +92,11 @@ def test_kill9_and_resume(smoke_run, tmp_path):
         # the schedule position survived, and the resumed run repeats the uninterrupted one exactly
         assert [(row['lr'], row['train_loss'], row.get('valid_loss')) for row in h] == \
                [(row['lr'], row['train_loss'], row.get('valid_loss')) for row in h_ref], name
+    p = get_preset('smoke')
+    sched = ExpDecayLR(p.lr, p.gamma, p.gamma_after, p.switch_epoch)
     for name, h in histories(res):
-        if name != 'pretrain': assert [row['lr'] for row in h] == pytest.approx([8e-4, 8e-4*0.9])
-    # no temporary checkpoint files left behind
+        if name != 'pretrain': assert [row['lr'] for row in h] == pytest.approx([sched.lr_at(0), sched.lr_at(1)])
+    # no temporary files left behind
     assert not [f for f in out.rglob('*.tmp')]
 
 def test_deterministic_smoke_runs(smoke_run, tmp_path):
@@ -81,6 +106,16 @@ def test_deterministic_smoke_runs(smoke_run, tmp_path):
     for (na, ha), (nb, hb) in zip(histories(ra), histories(rb)):
         assert [(r['train_loss'], r.get('valid_loss')) for r in ha] == [(r['train_loss'], r.get('valid_loss')) for r in hb], na
     assert ra['knn'] == {**rb['knn'], 'seconds': ra['knn']['seconds']}
+    assert ra['probe'] == {**rb['probe'], 'seconds': ra['probe']['seconds']}
     for kind in ('baseline', 'finetune'): assert ra[kind]['test_accuracy'] == rb[kind]['test_accuracy']
     # the label subset and the folds are the same too
     assert [(r['n_train'], r['n_valid']) for r in ra['folds']['baseline']] == [(r['n_train'], r['n_valid']) for r in rb['folds']['baseline']]
+
+def test_progress_line_says_throughput_and_time_left():
+    "`ProgressLine` prints once per fit, after its timed batches, the throughput and the time the phase will take"
+    from fastai.test_utils import synth_learner
+    from fastai_simclr.reproduce import ProgressLine
+    said = []
+    learn = synth_learner(n_trn=8, cbs=ProgressLine('demo', 'images', n_batches=3, log=said.append))
+    learn.fit(2)
+    assert len(said) == 1 and re.fullmatch(r'\[demo\] [\d,]+ images/s over 3 timed batches: about \d+ s to go', said[0]), said
