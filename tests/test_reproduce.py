@@ -18,7 +18,7 @@ def test_smoke_end_to_end(smoke_run):
     lines = r.stdout.splitlines()
     idx = lambda pat: next(i for i,l in enumerate(lines) if re.search(pat, l))
     assert idx(r'^\[data\] reading CIFAR-10') < idx(r'\[data\] 50,000 training and 10,000 test images ready')
-    assert idx(r'\[pretrain\] SimCLR pre-training .* 64 training images .* 2 epochs') < idx(r'\[pretrain\] \d+ views/s') < idx(r'\[pretrain\] done in')
+    assert idx(r'\[pretrain\] SimCLR pre-training .* 64 training images .* 2 epochs') < idx(r'\[pretrain\] [\d,]+ views/s') < idx(r'\[pretrain\] done in')
     assert idx(r'\[baseline fold 0\] a ResNet-18 from scratch .* 2 epochs') < idx(r'\[baseline fold 0\] done')
     assert idx(r'\[probe\] random encoder') < idx(r'\[finetune fold 1\] done') < idx(r'\[report\] .*report.md')
     assert 'validation accuracy (test:' in r.stdout and re.search(r'Validation accuracy: the fine-tune is .* interval', r.stdout)
