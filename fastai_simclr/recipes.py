@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Literal
 import numpy as np
 import torch
+from .utils import check_num, seeded_subset, read_json, atomic_write_json, fault_point, CIFAR_STATS, SEED_CIFAR_STATS
 from fastai.basics import *
 from fastai.metrics import accuracy
 from fastai.losses import CrossEntropyLossFlat
-from .utils import check_num, seeded_subset, read_json, atomic_write_json, fault_point, CIFAR_STATS, SEED_CIFAR_STATS
 from .data import CIFARData, ArrayDataset, label_subset, unlabeled_dls, fold_dls
 from .model import cifar_resnet18, create_simclr_model, create_classifier, classifier_splitter, save_encoder, load_encoder
 from .loss import NTXentLoss

@@ -182,11 +182,12 @@ def report_markdown(res:dict # `summarize`d results of a run
         ("epochs to reach the baseline's final accuracy", str(p['epochs']), str(reach) if reach else f"not within {p['epochs']}", '~6'),
     ]
     conf = res['paired'].get('conf', 0.95)
+    pre = (f"pre-training: {res['pretrain']['images']:,} training images without labels (the labeled ones included), "
+           f"{p['pretrain_epochs']} epochs, batch {p['pretrain_bs']} pairs" if res['pretrain']['history'] else
+           f"pre-training: none in this run, the encoder {res['pretrain']['encoder']} was given")
     L_ = [f"# SimCLR vs baseline: preset `{p['name']}`", '', f"> {res.get('description') or p.get('description', '')}", '',
           f"Labeled data: {res['n_labeled']:,} training labels ({p['frac']:g} of the training set), {p['n_splits']}-fold stratified CV, "
-          f"folds {', '.join(map(str, b['folds']))} trained, {p['epochs']} epochs each; pre-training: {res['pretrain']['images']:,} "
-          f"training images without labels (the labeled ones included), {p['pretrain_epochs']} epochs, batch {p['pretrain_bs']} pairs. "
-          f"Mean ± std over the {n} folds.", '',
+          f"folds {', '.join(map(str, b['folds']))} trained, {p['epochs']} epochs each; {pre}. Mean ± std over the {n} folds.", '',
           '| | baseline (from scratch) | SimCLR fine-tune | seed reported (baseline / fine-tune) |', '|---|---|---|---|']
     L_ += [f'| {a} | {b_} | {c} | {d} |' for a,b_,c,d in rows]
     L_ += ['', '## Fine-tune minus baseline, fold by fold', '',

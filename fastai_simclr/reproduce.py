@@ -10,8 +10,8 @@ import contextlib, os, platform, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import torch
-from fastai.basics import *
 from .utils import check_num, read_json, atomic_write_json, clean_temps, resolve_device
+from fastai.basics import *
 from .data import CIFARData, load_cifar10, cifar10_path, _scan, _fingerprint
 from .model import load_encoder
 from .recipes import (Preset, get_preset, preset_encoder, check_data, check_seed, labeled_indices, pretrain_indices, test_indices,
