@@ -17,8 +17,8 @@ from fastai.vision.data import ImageBlock
 from sklearn.model_selection import KFold, StratifiedKFold
 
 # %% auto #0
-__all__ = ['DATA_ENV', 'CIFAR_STATS', 'IMAGE_EXTS', 'DataError', 'cifar10_path', 'CIFARData', 'load_cifar10', 'label_subset',
-           'KFoldSplitter', 'ArrayDataset', 'ArrayDL', 'unlabeled_dls', 'fold_dls']
+__all__ = ['DATA_ENV', 'CIFAR_STATS', 'IMAGE_EXTS', 'CACHE_SUBDIR', 'DataError', 'cifar10_path', 'CIFARData', 'load_cifar10',
+           'label_subset', 'KFoldSplitter', 'ArrayDataset', 'ArrayDL', 'unlabeled_dls', 'fold_dls']
 
 # %% ../nbs/00_data.ipynb #b83232ef
 DATA_ENV = 'FASTAI_SIMCLR_DATA'
@@ -93,11 +93,32 @@ def _decode_split(path, rows, vocab, verbose=True):
         y[i] = o2i[rel.split('/')[1]]
     return x, y
 
+import re
+from .utils import atomic_write
+
+CACHE_SUBDIR = '.fastai_simclr_cache'
+
 def _cache_dir(path:Path, cache_dir=None)->Path:
     if cache_dir is not None: return Path(cache_dir).expanduser()
-    d = path/'.fastai_simclr_cache'
+    d = path/CACHE_SUBDIR
     if os.access(path, os.W_OK) and (not d.exists() or os.access(d, os.W_OK)): return d
     return Path(os.environ.get('XDG_CACHE_HOME', Path.home()/'.cache'))/'fastai_simclr'
+
+def _cache_key(path:Path)->str:
+    "A short key of the data folder's absolute path: cache files of different folders can share a cache folder"
+    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]
+
+def _pid_alive(pid:int)->bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OverflowError, ValueError): return True
+    return True
+
+def _clean_cache_temps(cdir:Path):
+    "Remove the temporary cache files of processes that died while writing them (the PID is in the name)"
+    for t in cdir.glob('.cifar10_*.tmp*'):
+        m = re.search(r'\.(\d+)\.(?:[0-9a-f]+\.)?tmp', t.name)
+        if m and not _pid_alive(int(m.group(1))): t.unlink(missing_ok=True)
 
 # %% ../nbs/00_data.ipynb #29cee72c
 class CIFARData:
@@ -113,6 +134,14 @@ class CIFARData:
         return (f"CIFARData({len(self.train_x):,} train and {len(self.test_x):,} test images of {tuple(self.train_x.shape[1:])}, "
                 f"{self.c} classes, cache={self.cache_file})")
 
+def _read_cache(f:Path, path:Path, verbose:bool):
+    try:
+        with np.load(f, allow_pickle=False) as z: a = {k:z[k] for k in z.files}
+        if verbose: print(f"Loaded decoded CIFAR-10 from cache {f}")
+        return CIFARData(a['train_x'], a['train_y'], a['test_x'], a['test_y'], list(a['vocab']), path, f)
+    except Exception as e:
+        if verbose: print(f"Ignoring unreadable cache {f} ({type(e).__name__}); decoding again")
+
 def load_cifar10(path=None, # A folder with `train/` and `test/`; default: `$FASTAI_SIMCLR_DATA`, else fastai's download
                  cache_dir=None, # Where to keep the decoded arrays; default: beside the data, else `~/.cache/fastai_simclr`
                  verbose:bool=True, # Say what is cached where
@@ -121,27 +150,25 @@ def load_cifar10(path=None, # A folder with `train/` and `test/`; default: `$FAS
     path = cifar10_path(path)
     vocab, files = _scan(path)
     cdir = _cache_dir(path, cache_dir)
-    cfile = cdir/f"cifar10_{_fingerprint(files)}.npz"
-    if cfile.exists():
-        try:
-            with np.load(cfile, allow_pickle=False) as z: arrs = {k:z[k] for k in z.files}
-            if verbose: print(f"Loaded decoded CIFAR-10 from cache {cfile}")
-            return CIFARData(arrs['train_x'], arrs['train_y'], arrs['test_x'], arrs['test_y'], list(arrs['vocab']), path, cfile)
-        except Exception as e:
-            if verbose: print(f"Ignoring unreadable cache {cfile} ({type(e).__name__}); decoding again")
+    key, fp = _cache_key(path), _fingerprint(files)
+    cfile = cdir/f"cifar10_{key}_{fp}.npz"
+    if cdir.is_dir(): _clean_cache_temps(cdir)
+    # this folder's file first, then any with the same fingerprint: the same files, so the same arrays
+    for f in dict.fromkeys([cfile, *sorted(cdir.glob(f'cifar10_*{fp}.npz'))]):
+        if f.is_file() and (d := _read_cache(f, path, verbose)) is not None: return d
     t0 = time.time()
     trn_x,trn_y = _decode_split(path, files['train'], vocab, verbose)
     tst_x,tst_y = _decode_split(path, files['test'], vocab, verbose)
+    arrs = dict(train_x=trn_x, train_y=trn_y, test_x=tst_x, test_y=tst_y, vocab=np.array(vocab))
     try:
-        cdir.mkdir(parents=True, exist_ok=True)
-        tmp = cfile.with_name(f'.{cfile.stem}.{os.getpid()}.tmp.npz')   # one per process: parallel first runs don't mix their writes
-        np.savez(tmp, train_x=trn_x, train_y=trn_y, test_x=tst_x, test_y=tst_y, vocab=np.array(vocab))
-        os.replace(tmp, cfile)
-        for old in cdir.glob('cifar10_*.npz'):
+        atomic_write(cfile, lambda f: np.savez(f, **arrs))
+        # older caches of this folder go; other folders' stay (in the folder's own cache folder every file is this folder's)
+        own = cdir == path/CACHE_SUBDIR
+        for old in cdir.glob('cifar10_*.npz' if own else f'cifar10_{key}_*.npz'):
             if old != cfile: old.unlink(missing_ok=True)
         if verbose: print(f"Decoded {len(trn_x)+len(tst_x):,} images in {time.time()-t0:.1f}s; cached in {cfile}")
     except OSError as e:
-        if verbose: print(f"Decoded {len(trn_x)+len(tst_x):,} images; could not write the cache in {cdir} ({e.strerror})")
+        if verbose: print(f"Decoded {len(trn_x)+len(tst_x):,} images; the cache was not written ({e})")
         cfile = None
     return CIFARData(trn_x, trn_y, tst_x, tst_y, vocab, path, cfile)
 

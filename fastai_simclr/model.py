@@ -84,18 +84,23 @@ def classifier_splitter(model:Classifier # Or any module with `.encoder` and `.h
     return [params(model.encoder), params(model.head)]
 
 # %% ../nbs/01_model.ipynb #1a8ddfe8
+from .utils import atomic_torch_save
+import pickle, re
+
 def save_encoder(encoder:nn.Module, # The encoder (or a model with `.encoder`)
                  path:str|Path # Destination file
                 )->Path:
-    "Save the state dict of `encoder` (or of `encoder.encoder`) to `path`"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(getattr(encoder, 'encoder', encoder).state_dict(), path)
-    return path
+    "Save the state dict of `encoder` (or of `encoder.encoder`) to `path` atomically (`utils.atomic_torch_save`)"
+    return atomic_torch_save(path, getattr(encoder, 'encoder', encoder).state_dict())
 
 def _read_state(path:Path):
-    try: sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: # torch raises many types here (RuntimeError, EOFError, OSError, UnpicklingError, KeyError, ...)
+    try: sd = torch.load(path, map_location='cpu', weights_only=True)   # never runs code from the file
+    except pickle.UnpicklingError as e:
+        g = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))   # torch's words for a Python object it will not rebuild
+        if g is None: raise ValueError(f"{path} is not a readable torch checkpoint (truncated or not a torch file)") from None
+        raise ValueError(f"{path} names a Python object ({g.group(1)}), not only tensors, so it is not an encoder's weights "
+                         f"(or was altered); it was not loaded, since loading it could run code") from None
+    except Exception as e: # torch raises many types here (RuntimeError, EOFError, OSError, KeyError, ...)
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or not a torch file): {e}") from None
     if isinstance(sd, dict) and isinstance(sd.get('model'), dict): sd = sd['model']
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
