@@ -1,5 +1,5 @@
 "Bad input and failures through the CLI on real CIFAR-10 files: one clear line, exit status 2, nothing the user had is lost"
-import json, os, shutil, subprocess, sys, hashlib, contextlib
+import json, os, shutil, subprocess, sys, hashlib
 from pathlib import Path
 import pytest
 import torch
@@ -18,13 +18,28 @@ def smoke(*args): return cli('reproduce', '--preset', 'smoke', '--device', 'cpu'
 
 def snapshot(d:Path): return {str(p.relative_to(d)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(d.rglob('*')) if p.is_file()}
 
-@contextlib.contextmanager
-def tmpfs(path:Path, opts:str):
-    path.mkdir(parents=True, exist_ok=True)
-    if subprocess.run(['mount', '-t', 'tmpfs', '-o', opts, 'tmpfs', str(path)], capture_output=True).returncode:
-        pytest.skip('mounting a tmpfs needs root: cannot simulate this file system here')
-    try: yield path
-    finally: subprocess.run(['umount', '-l', str(path)])
+def _can_unshare()->bool:
+    "Whether this user may mount a tmpfs in a new user and mount namespace (`unshare -rm`): no root, no `mount` on the host"
+    sh = 'd=$(mktemp -d) || exit 1; mount -t tmpfs -o size=1m tmpfs "$d"; rc=$?; umount "$d" 2>/dev/null; rmdir "$d"; exit $rc'
+    try: r = subprocess.run(['unshare', '-rm', 'sh', '-c', sh], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError): return False
+    return r.returncode == 0
+
+UNSHARE = _can_unshare()
+
+def cli_on_tmpfs(mnt:Path, opts:str, *args):
+    """Run the CLI where `mnt` is a fresh tmpfs mounted with `opts` (e.g. `size=2m` or `ro`), in a private namespace
+    (`unshare -rm`: works unprivileged where user namespaces are allowed, as on GitHub's runners once the workflow allows them).
+    Returns the result and the files left on the tmpfs (relative paths), listed before the namespace goes."""
+    if not UNSHARE: pytest.skip('unshare -rm cannot mount a tmpfs here (user namespaces disabled); see .github/workflows/test.yaml')
+    mnt.mkdir(parents=True, exist_ok=True)
+    script = ('mount -t tmpfs -o "$1" tmpfs "$2" || exit 99; m="$2"; shift 2; "$@" </dev/null; rc=$?; '
+              'echo "==files=="; cd "$m" && find . -type f | sort; exit $rc')
+    r = subprocess.run(['unshare', '-rm', 'sh', '-c', script, 'sh', opts, str(mnt), sys.executable, '-m', 'fastai_simclr.cli', *args],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode != 99, r.stderr
+    out, _, files = r.stdout.partition('==files==\n')
+    return subprocess.CompletedProcess(r.args, r.returncode, out, r.stderr), [f[2:] for f in files.split()]
 
 def test_missing_data_folder(tmp_path):
     assert_error(smoke('--data', str(tmp_path/'nope'), '--out', str(tmp_path/'o')), 'CIFAR-10 folder not found', 'nope')
@@ -72,14 +87,28 @@ def test_out_not_writable(tmp_path):
     f = tmp_path/'a_file'; f.write_text('mine')
     assert_error(smoke('--out', str(f)), 'a_file')
     assert f.read_text() == 'mine'
-    with tmpfs(tmp_path/'ro', 'ro,size=1m') as ro:
-        assert_error(smoke('--out', str(ro/'run')), 'cannot write', 'ro/run')
+
+def test_out_on_read_only_file_system(tmp_path):
+    r, files = cli_on_tmpfs(tmp_path/'ro', 'ro,size=1m', 'reproduce', '--preset', 'smoke', '--device', 'cpu', '--out', str(tmp_path/'ro'/'run'))
+    assert_error(r, 'cannot write', 'ro/run')
+    assert files == []
 
 def test_disk_full_when_saving(tmp_path):
-    with tmpfs(tmp_path/'small', 'size=2m') as small:
-        r = smoke('--out', str(small/'run'))
-        assert_error(r, 'could not save', 'checkpoint.pth', 'No space left on device')
-        assert not [p for p in (small/'run').rglob('*.tmp')]   # no half-written file left
+    "A real full disk (a 2 MB tmpfs): one line naming the file and what to do; no temporary file, no lock left"
+    small = tmp_path/'small'
+    r, files = cli_on_tmpfs(small, 'size=2m', 'reproduce', '--preset', 'smoke', '--device', 'cpu', '--out', str(small/'run'))
+    assert_error(r, 'could not write', str(small/'run'/'pretrain'/'checkpoint.pth'), 'no space left on device', 'free some space')
+    assert 'unexpected pos' not in r.stderr
+    assert files == ['run/config.json'], files   # no half-written checkpoint, no temporary file, the lock released
+
+def test_file_size_limit_when_saving(tmp_path):
+    "Without any mount or namespace: a file size limit (RLIMIT_FSIZE) makes the first checkpoint write fail, as a full disk would"
+    import resource
+    out = tmp_path/'run'
+    r = cli('pretrain', '--preset', 'smoke', '--device', 'cpu', '--out', str(out),
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20)))
+    assert_error(r, 'could not write', str(out/'pretrain'/'checkpoint.pth'), 'File too large')
+    assert sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file()) == ['config.json']
 
 def test_other_configuration_refused_and_kept(smoke_run, tmp_path):
     out = tmp_path/'run'
