@@ -222,4 +222,6 @@ class RunLock:
     def held(self)->bool: return self.fd is not None
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
-    def __del__(self): self.release()
+    def __del__(self):
+        try: self.release()
+        except Exception: pass   # at interpreter exit; the kernel drops the lock with the process anyway
