@@ -23,14 +23,16 @@ def _cifar_feature_info(m):
         if 'reduction' in fi: fi['reduction'] = max(1, fi['reduction'] // (2 if fi.get('module') == 'act1' else 4))
 
 def cifar_resnet18(pretrained:bool=False, # Load timm's ImageNet weights (all but the replaced stem conv)
+                   zero_init_last:bool=True, # Zero the last BatchNorm's weight in each residual block (timm's default); `False`: torchvision's init, as the original
                    **kwargs
                   )->nn.Module: # `(B,3,H,W)` -> `(B,512)`
     "timm ResNet-18 (`kwargs` go to `timm.create_model`) without classifier, with the CIFAR stem of SimCLR appendix B.9"
-    m = timm.create_model('resnet18', pretrained=pretrained, num_classes=0, **kwargs)
+    m = timm.create_model('resnet18', pretrained=pretrained, num_classes=0, zero_init_last=zero_init_last, **kwargs)
     m.conv1 = nn.Conv2d(m.conv1.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     m.maxpool = nn.Identity()
     _cifar_feature_info(m)
     return m
+
 
 # %% ../nbs/01_model.ipynb #6a6c24b7
 class ProjectionHead(nn.Sequential):
