@@ -153,10 +153,13 @@ def fit_resumable(learn:Learner, # A `Learner` whose model and optimizer are fre
         if isinstance(opt, dict) and isinstance(opt.get('hypers'), list): opt = {**opt, 'hypers': L(opt['hypers'])}  # fastai's `Optimizer`
         learn.opt.load_state_dict(opt)
         start, history = ck['epoch'], ck['history']
-    if start >= n_epoch: return history[:n_epoch]
-    ckpt = EpochCheckpoint(path, history, start, extra)
-    learn.fit(n_epoch, cbs=[ReseedEachEpoch(seed), FiniteLossGuard(), ckpt, *L(cbs)], start_epoch=start)
-    return ckpt.history
+    if start < n_epoch:
+        ckpt = EpochCheckpoint(path, history, start, extra)
+        learn.fit(n_epoch, cbs=[ReseedEachEpoch(seed), FiniteLossGuard(), ckpt, *L(cbs)], start_epoch=start)
+        history = ckpt.history
+    s = epoch_seed(seed, n_epoch)   # what follows the phase (e.g. a test evaluation with random transforms) draws the same
+    random.seed(s); np.random.seed(s); torch.manual_seed(s)   # numbers whether the phase trained now or in an earlier run
+    return history[:n_epoch]
 
 # %% ../nbs/08_checkpoint.ipynb #a1c0de07
 LOCK_NAME = '.fastai_simclr.lock'
