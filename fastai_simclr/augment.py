@@ -16,7 +16,7 @@ from fastai.vision.all import RandTransform, TensorImage, Pipeline, Rotate, IntT
 # %% auto #0
 __all__ = ['RandomResizedCrop', 'RandomCropPad', 'PerImageTransform', 'RandomFlip', 'rgb_to_gray', 'adjust_brightness',
            'adjust_contrast', 'adjust_saturation', 'adjust_hue', 'ColorJitter', 'RandomGrayscale', 'GaussianBlur',
-           'simclr_augs', 'cifar_train_augs', 'plot_views']
+           'RandomRotation', 'simclr_augs', 'cifar_train_augs', 'plot_views']
 
 # %% ../nbs/03_augment.ipynb #95a7d511
 def _img(x, n_channels=None):
@@ -218,6 +218,38 @@ class GaussianBlur(RandTransform):
         y = F.conv2d(y, ker[:,None,:,None], groups=bs*c).reshape(bs, c, h, w)
         return _as(torch.where(self.mask[:,None,None,None], y, t), x)
 
+# %% ../nbs/03_augment.ipynb #f8d90403
+def _rotation_grids(angle:Tensor, h:int, w:int, dtype)->Tensor:
+    "`F.grid_sample` grids `(B,h,w,2)` rotating by `angle` degrees (counter-clockwise) about the centre, computed as torchvision's `rotate` does"
+    rot = -torch.remainder(angle.double(), 360) * (math.pi / 180)   # torchvision: `angle % 360`, then the inverse matrix of `-angle`
+    c,s = rot.cos(),rot.sin()
+    z = torch.zeros_like(c)
+    theta = torch.stack([c, s, z, -s, c, z], 1).to(dtype).view(-1, 2, 3)   # in pixels, about the centre
+    dev = angle.device
+    base = torch.empty(1, h, w, 3, dtype=dtype, device=dev)          # pixel centres relative to the image centre
+    base[..., 0].copy_(torch.linspace((1. - w) * 0.5, (w - 1.) * 0.5, steps=w, device=dev))
+    base[..., 1].copy_(torch.linspace((1. - h) * 0.5, (h - 1.) * 0.5, steps=h, device=dev).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    scaled = theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], dtype=dtype, device=dev)
+    return base.view(1, h * w, 3).expand(len(theta), -1, -1).bmm(scaled).view(-1, h, w, 2)
+
+class RandomRotation(RandTransform):
+    "Rotate each image by its own angle from U(-`max_deg`, `max_deg`), nearest neighbour, zero fill: torchvision's `RandomRotation(max_deg)`, batched"
+    split_idx,order = 0,42   # training batches only; after `ColorJitter` (40), where the original applies it
+    def __init__(self, max_deg:float=10., # Largest rotation, degrees
+                 **kwargs):
+        if isinstance(max_deg, bool) or not isinstance(max_deg, (int, float)) or not 0 <= max_deg <= 180:
+            raise ValueError(f"max_deg must be a number in [0, 180], got {max_deg!r}")
+        super().__init__(**kwargs)
+        self.max_deg = float(max_deg)
+    def before_call(self, b, split_idx):
+        x = _batch(b)
+        self.angle = _uniform(x.shape[0], -self.max_deg, self.max_deg, x.device)
+    def encodes(self, x:TensorImage):
+        t = _img(x).as_subclass(Tensor)
+        grid = _rotation_grids(self.angle, *t.shape[-2:], t.dtype)
+        return _as(F.grid_sample(t, grid, mode='nearest', padding_mode='zeros', align_corners=False), x)
+
 # %% ../nbs/03_augment.ipynb #79b0b15d
 def simclr_augs(size:int=32, # Output size
                 min_scale:float=0.08, # Smallest crop area fraction
@@ -234,11 +266,15 @@ def simclr_augs(size:int=32, # Output size
 def cifar_train_augs(size:int=32, # Output size
                      padding:int=4, # Zero padding before the random crop
                      jitter:float=0.2, # Brightness, contrast, saturation and hue strength
-                     max_deg:float=10. # Largest rotation, degrees
+                     max_deg:float=10., # Largest rotation, degrees
+                     rotation:str='original', # 'original': `RandomRotation` (nearest, zero fill) after the jitter; 'fastai': fastai's `Rotate` (reflection, bilinear) before it
                     )->list:
-    "The supervised baseline's training augmentation: crop with padding, flip, rotation, colour jitter (train split only)"
-    return [RandomCropPad(size, padding, split_idx=0), RandomFlip(0.5, split_idx=0), Rotate(max_deg=max_deg, p=1.),
-            ColorJitter(jitter, jitter, jitter, jitter, p=1., split_idx=0)]
+    "The supervised baseline's training augmentation: crop with padding, flip, colour jitter and rotation (train split only)"
+    if rotation not in ('original', 'fastai'): raise ValueError(f"rotation must be 'original' or 'fastai', got {rotation!r}")
+    crop_flip = [RandomCropPad(size, padding, split_idx=0), RandomFlip(0.5, split_idx=0)]
+    jit = ColorJitter(jitter, jitter, jitter, jitter, p=1., split_idx=0)
+    if rotation == 'original': return [*crop_flip, jit, RandomRotation(max_deg)]
+    return [*crop_flip, Rotate(max_deg=max_deg, p=1.), jit]
 
 # %% ../nbs/03_augment.ipynb #f0f90807
 def _pipe(augs): return augs if isinstance(augs, Pipeline) else Pipeline(list(augs), split_idx=0)

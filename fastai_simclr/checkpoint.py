@@ -6,48 +6,57 @@ Docs: https://fastai-simclr.github.io/fastai_simclr/checkpoint.html.md"""
 
 # %% ../nbs/08_checkpoint.ipynb #824de9c7
 from __future__ import annotations
-import os, random, time, math, shutil
+import errno, json, os, pickle, random, re, socket, sys, time
 from pathlib import Path
 import numpy as np
 import torch
 from fastai.basics import *
+from .utils import OutputError, atomic_torch_save, fault_point
+try: import fcntl
+except ImportError: fcntl = None  # Windows: `RunLock` records its holder but cannot lock
 
 # %% auto #0
-__all__ = ['CheckpointError', 'NonFiniteLossError', 'atomic_save', 'load_checkpoint', 'epoch_seed', 'ReseedEachEpoch',
-           'FiniteLossGuard', 'EpochCheckpoint', 'fit_resumable']
+__all__ = ['LOCK_NAME', 'CheckpointError', 'NonFiniteLossError', 'atomic_save', 'load_checkpoint', 'epoch_seed',
+           'ReseedEachEpoch', 'FiniteLossGuard', 'EpochCheckpoint', 'fit_resumable', 'RunLockedError', 'RunLock']
 
 # %% ../nbs/08_checkpoint.ipynb #acdf2c62
 class CheckpointError(RuntimeError):
-    "A checkpoint that cannot be written or read"
+    "A checkpoint that cannot be read, or that belongs to another run"
 
 class NonFiniteLossError(RuntimeError):
     "Training produced a NaN or infinite loss"
 
-def atomic_save(obj, path):
-    "`torch.save` `obj` to `path` through a temporary file and a rename, so `path` is never half-written"
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        msg = getattr(e, 'strerror', None) or str(e)
-        try:   # torch's zip writer reports a full disk as an internal 'unexpected pos' error: say what happened
-            if shutil.disk_usage(path.parent).free < 2**20: msg = f"No space left on device ({msg})"
-        except OSError: pass
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not save {path}: {msg}") from None
+def atomic_save(obj, # Tensors and plain Python data (what a weights-only load accepts)
+                path, # The file to (re)place
+               )->Path:
+    "`torch.save` `obj` to `path` atomically (`utils.atomic_torch_save`): `path` is the old file or the new one, never half of one"
+    return atomic_torch_save(path, obj)
 
-def load_checkpoint(path, map_location='cpu'):
-    "Load a checkpoint written by `atomic_save`, with a clear error if it is not one"
+_CKPT_KEYS = {'model', 'opt', 'epoch', 'history'}
+
+def _refused(e)->str|None:
+    "The Python object a weights-only load refused to rebuild, from torch's message (None: the file is just unreadable)"
+    m = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+    return m.group(1) if m else None
+
+def load_checkpoint(path, # A file written by `EpochCheckpoint`
+                    map_location='cpu', # Where to put the tensors
+                   )->dict:
+    "Load a checkpoint written by `EpochCheckpoint` without running code from it (`weights_only=True`), with a clear error if it is not one"
     path = Path(path)
     if not path.exists(): raise CheckpointError(f"checkpoint not found: {path}")
-    try: return torch.load(path, map_location=map_location, weights_only=False)
+    try: ck = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if (g := _refused(e)) is None: raise CheckpointError(f"checkpoint {path} is unreadable (UnpicklingError); delete it to start that phase again") from None
+        raise CheckpointError(f"checkpoint {path} names a Python object ({g}), not only tensors and plain data, so it was not written "
+                              f"by fastai_simclr or was altered; it was not loaded (loading it could run code); "
+                              f"delete it to start that phase again") from None
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to start that phase again") from None
+    if not isinstance(ck, dict) or not _CKPT_KEYS <= set(ck):
+        raise CheckpointError(f"{path} is not a fastai_simclr checkpoint (expected the keys {', '.join(sorted(_CKPT_KEYS))}); "
+                              f"delete it to start that phase again")
+    return ck
 
 # %% ../nbs/08_checkpoint.ipynb #c520d1e0
 def epoch_seed(seed:int, epoch:int)->int:
@@ -64,14 +73,34 @@ class ReseedEachEpoch(Callback):
         self.dls.train.rng = random.Random(s)
 
 class FiniteLossGuard(Callback):
-    "Stop training with `NonFiniteLossError` naming the epoch and batch at the first NaN or infinite loss"
+    "Stop training with `NonFiniteLossError` naming the epoch and the first batch whose loss was NaN or infinite"
     order = -5
+    def __init__(self, every:int|None=None, # Also look every `every` training batches (default: once, at the end of each training epoch)
+                ): store_attr()
+    def before_train(self): self.first, self.bad_loss = None, None
     def after_loss(self):
-        if self.training and not torch.isfinite(self.loss).all():
-            raise NonFiniteLossError(f"loss is {self.loss.item()} at epoch {self.epoch} (0-based), batch {self.iter}; "
-                                     f"training stopped, the last checkpoint (end of the previous epoch) is kept")
+        if not self.training: return
+        l = self.loss.detach().float().sum()
+        if self.first is None: self.first, self.bad_loss = torch.full((), -1, dtype=torch.long, device=l.device), l.new_zeros(())
+        new = (self.first < 0) & ~torch.isfinite(l)   # all on the device: no host synchronisation per batch
+        self.first = torch.where(new, self.iter, self.first)
+        self.bad_loss = torch.where(new, l, self.bad_loss)
+        if self.every and (self.iter + 1) % self.every == 0: self._check()
+    def after_train(self): self._check()   # before the validation and before `EpochCheckpoint` saves the epoch
+    def _check(self):
+        if self.first is None: return
+        i = int(self.first)   # the one synchronisation
+        if i >= 0: raise NonFiniteLossError(f"loss is {float(self.bad_loss)} at epoch {self.epoch} (0-based), batch {i}; "
+                                            f"training stopped, the last checkpoint (end of the previous epoch) is kept")
 
 # %% ../nbs/08_checkpoint.ipynb #792c7f0d
+def _plain(o):
+    "`o` with fastcore's `L` turned into lists (recursively): the plain data a weights-only load accepts"
+    if isinstance(o, (L, list)): return [_plain(v) for v in o]
+    if type(o) is tuple: return tuple(_plain(v) for v in o)
+    if isinstance(o, dict): return {k: _plain(v) for k,v in o.items()}
+    return o
+
 class EpochCheckpoint(Callback):
     "After each epoch, save model, optimizer and metric history to `path` atomically"
     order = 65  # after `Recorder` has logged the epoch
@@ -82,10 +111,13 @@ class EpochCheckpoint(Callback):
                 ):
         store_attr(); self.path = Path(path); self.history = list(history or [])
 
-    def before_epoch(self): self.t0, self.tot, self.n = time.time(), 0., 0
+    def before_epoch(self): self.t0, self.tot, self.n = time.time(), None, 0
 
     def after_batch(self):
-        if self.training: self.tot, self.n = self.tot + self.loss.item()*len(self.xb[0]), self.n + len(self.xb[0])
+        if not self.training: return
+        n = len(self.xb[0])   # summed on the device (float64, float32 on MPS): no `.item()` per batch
+        l = self.loss.detach().to(torch.float32 if self.loss.device.type == 'mps' else torch.float64) * n
+        self.tot, self.n = (l if self.tot is None else self.tot + l), self.n + n
 
     def after_epoch(self):
         if self.epoch < self.start_epoch: return   # skipped by `SkipToEpoch`
@@ -93,11 +125,12 @@ class EpochCheckpoint(Callback):
         vals = self.recorder.values[-1] if self.recorder.values else []
         row = {'epoch': self.epoch, **{n: (float(v) if v is not None else None) for n,v in zip(names, vals)},
                'lr': float(self.opt.hypers[-1]['lr']), 'seconds': round(time.time() - self.t0, 3)}
-        if self.n: row['train_loss'] = self.tot / self.n   # the epoch's mean, not fastai's smoothed value
+        if self.n: row['train_loss'] = self.tot.item() / self.n   # the epoch's mean, not fastai's smoothed value
         self.history.append(row)
         if rank_distrib() == 0: # under fastai's distributed training only rank 0 writes
-            atomic_save({'model': get_model(self.model).state_dict(), 'opt': self.opt.state_dict(),
+            atomic_save({'model': get_model(self.model).state_dict(), 'opt': _plain(self.opt.state_dict()),
                          'epoch': self.epoch + 1, 'history': self.history, 'extra': self.extra}, self.path)
+            fault_point('checkpoint.saved')   # tests: killed after the k-th checkpoint of this process ('checkpoint.saved:k')
 
 # %% ../nbs/08_checkpoint.ipynb #f19a4d2b
 def fit_resumable(learn:Learner, # A `Learner` whose model and optimizer are freshly created
@@ -116,9 +149,82 @@ def fit_resumable(learn:Learner, # A `Learner` whose model and optimizer are fre
             raise CheckpointError(f"checkpoint {path} was written by another configuration: {ck.get('extra')} vs {extra}")
         if learn.opt is None: learn.create_opt()
         get_model(learn.model).load_state_dict(ck['model'])
-        learn.opt.load_state_dict(ck['opt'])
+        opt = ck['opt']
+        if isinstance(opt, dict) and isinstance(opt.get('hypers'), list): opt = {**opt, 'hypers': L(opt['hypers'])}  # fastai's `Optimizer`
+        learn.opt.load_state_dict(opt)
         start, history = ck['epoch'], ck['history']
-    if start >= n_epoch: return history[:n_epoch]
-    ckpt = EpochCheckpoint(path, history, start, extra)
-    learn.fit(n_epoch, cbs=[ReseedEachEpoch(seed), FiniteLossGuard(), ckpt, *L(cbs)], start_epoch=start)
-    return ckpt.history
+    if start < n_epoch:
+        ckpt = EpochCheckpoint(path, history, start, extra)
+        learn.fit(n_epoch, cbs=[ReseedEachEpoch(seed), FiniteLossGuard(), ckpt, *L(cbs)], start_epoch=start)
+        history = ckpt.history
+    s = epoch_seed(seed, n_epoch)   # what follows the phase (e.g. a test evaluation with random transforms) draws the same
+    random.seed(s); np.random.seed(s); torch.manual_seed(s)   # numbers whether the phase trained now or in an earlier run
+    return history[:n_epoch]
+
+# %% ../nbs/08_checkpoint.ipynb #a1c0de07
+LOCK_NAME = '.fastai_simclr.lock'
+
+class RunLockedError(OSError):
+    "The output folder is held by another run"
+
+class RunLock:
+    "Hold `folder` for one run: while held, another `RunLock` on it (in any process) raises `RunLockedError` naming the holder"
+    def __init__(self, folder, # The output folder (created if missing)
+                ):
+        self.folder = Path(folder); self.path = self.folder/LOCK_NAME
+        self.fd, self.previous = None, None
+
+    def _holder(self)->str:
+        try: h = json.loads(self.path.read_text())
+        except (OSError, ValueError): h = {}
+        return (f"PID {h.get('pid', '?')} on host {h.get('host', '?')}, started {h.get('started', '?')}" if h else
+                "holder not yet recorded")
+
+    def acquire(self):
+        "Take the folder, or raise `RunLockedError` if another run holds it"
+        if self.fd is not None: return self
+        if self.folder.exists() and not self.folder.is_dir(): raise OutputError(f"{self.folder} is a file, not a folder; use another output folder")
+        while True:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e: raise OutputError(f"cannot write to {self.folder}: {e.strerror}") from None
+            if fcntl is None: break
+            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise RunLockedError(f"{self.folder} is in use by another run ({self._holder()}); "
+                                         f"wait for it to end, or use another output folder") from None
+                raise OutputError(f"cannot lock {self.path}: {e.strerror}") from None
+            try: same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError: same = False
+            if same: break
+            os.close(fd)   # the holder removed the file between our open and our lock: lock the new one
+        try:
+            old = os.read(fd, 4096)
+            if old.strip(): self.previous = json.loads(old)   # a holder that died without releasing: taken over
+        except (OSError, ValueError): pass
+        info = {'pid': os.getpid(), 'host': socket.gethostname(), 'started': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
+                'command': ' '.join(sys.argv)}
+        try:
+            os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(info).encode(), 0); os.fsync(fd)
+        except OSError as e:
+            os.close(fd); raise OutputError(f"cannot write {self.path}: {e.strerror}") from None
+        self.fd = fd
+        return self
+
+    def release(self):
+        "Let the folder go (the lock file is removed)"
+        if self.fd is None: return
+        try: os.unlink(self.path)   # while still locked: a run waiting on this file sees it is gone and locks a new one
+        except OSError: pass
+        os.close(self.fd); self.fd = None   # closing drops the lock
+
+    @property
+    def held(self)->bool: return self.fd is not None
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+    def __del__(self):
+        try: self.release()
+        except Exception: pass   # at interpreter exit; the kernel drops the lock with the process anyway

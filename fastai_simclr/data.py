@@ -17,12 +17,13 @@ from fastai.vision.data import ImageBlock
 from sklearn.model_selection import KFold, StratifiedKFold
 
 # %% auto #0
-__all__ = ['DATA_ENV', 'CIFAR_STATS', 'IMAGE_EXTS', 'DataError', 'cifar10_path', 'CIFARData', 'load_cifar10', 'label_subset',
-           'KFoldSplitter', 'ArrayDataset', 'ArrayDL', 'unlabeled_dls', 'fold_dls']
+__all__ = ['DATA_ENV', 'IMAGE_EXTS', 'CACHE_SUBDIR', 'DataError', 'cifar10_path', 'CIFARData', 'load_cifar10', 'label_subset',
+           'KFoldSplitter', 'ArrayDataset', 'ArrayDL', 'unlabeled_dls', 'fold_dls', 'CIFAR_STATS', 'SEED_CIFAR_STATS']
 
 # %% ../nbs/00_data.ipynb #b83232ef
+from .utils import CIFAR_STATS, SEED_CIFAR_STATS # re-exported: `(mean, std)` per channel, measured / the original's
+_all_ = ['CIFAR_STATS', 'SEED_CIFAR_STATS']
 DATA_ENV = 'FASTAI_SIMCLR_DATA'
-CIFAR_STATS = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]) # per-channel mean and std of the CIFAR-10 training images
 IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.webp'}
 
 class DataError(ValueError):
@@ -93,11 +94,32 @@ def _decode_split(path, rows, vocab, verbose=True):
         y[i] = o2i[rel.split('/')[1]]
     return x, y
 
+import re
+from .utils import atomic_write
+
+CACHE_SUBDIR = '.fastai_simclr_cache'
+
 def _cache_dir(path:Path, cache_dir=None)->Path:
     if cache_dir is not None: return Path(cache_dir).expanduser()
-    d = path/'.fastai_simclr_cache'
+    d = path/CACHE_SUBDIR
     if os.access(path, os.W_OK) and (not d.exists() or os.access(d, os.W_OK)): return d
     return Path(os.environ.get('XDG_CACHE_HOME', Path.home()/'.cache'))/'fastai_simclr'
+
+def _cache_key(path:Path)->str:
+    "A short key of the data folder's absolute path: cache files of different folders can share a cache folder"
+    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]
+
+def _pid_alive(pid:int)->bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OverflowError, ValueError): return True
+    return True
+
+def _clean_cache_temps(cdir:Path):
+    "Remove the temporary cache files of processes that died while writing them (the PID is in the name)"
+    for t in cdir.glob('.cifar10_*.tmp*'):
+        m = re.search(r'\.(\d+)\.(?:[0-9a-f]+\.)?tmp', t.name)
+        if m and not _pid_alive(int(m.group(1))): t.unlink(missing_ok=True)
 
 # %% ../nbs/00_data.ipynb #29cee72c
 class CIFARData:
@@ -113,6 +135,14 @@ class CIFARData:
         return (f"CIFARData({len(self.train_x):,} train and {len(self.test_x):,} test images of {tuple(self.train_x.shape[1:])}, "
                 f"{self.c} classes, cache={self.cache_file})")
 
+def _read_cache(f:Path, path:Path, verbose:bool):
+    try:
+        with np.load(f, allow_pickle=False) as z: a = {k:z[k] for k in z.files}
+        if verbose: print(f"Loaded decoded CIFAR-10 from cache {f}")
+        return CIFARData(a['train_x'], a['train_y'], a['test_x'], a['test_y'], list(a['vocab']), path, f)
+    except Exception as e:
+        if verbose: print(f"Ignoring unreadable cache {f} ({type(e).__name__}); decoding again")
+
 def load_cifar10(path=None, # A folder with `train/` and `test/`; default: `$FASTAI_SIMCLR_DATA`, else fastai's download
                  cache_dir=None, # Where to keep the decoded arrays; default: beside the data, else `~/.cache/fastai_simclr`
                  verbose:bool=True, # Say what is cached where
@@ -121,38 +151,54 @@ def load_cifar10(path=None, # A folder with `train/` and `test/`; default: `$FAS
     path = cifar10_path(path)
     vocab, files = _scan(path)
     cdir = _cache_dir(path, cache_dir)
-    cfile = cdir/f"cifar10_{_fingerprint(files)}.npz"
-    if cfile.exists():
-        try:
-            with np.load(cfile, allow_pickle=False) as z: arrs = {k:z[k] for k in z.files}
-            if verbose: print(f"Loaded decoded CIFAR-10 from cache {cfile}")
-            return CIFARData(arrs['train_x'], arrs['train_y'], arrs['test_x'], arrs['test_y'], list(arrs['vocab']), path, cfile)
-        except Exception as e:
-            if verbose: print(f"Ignoring unreadable cache {cfile} ({type(e).__name__}); decoding again")
+    key, fp = _cache_key(path), _fingerprint(files)
+    cfile = cdir/f"cifar10_{key}_{fp}.npz"
+    if cdir.is_dir(): _clean_cache_temps(cdir)
+    # this folder's file first, then any with the same fingerprint: the same files, so the same arrays
+    for f in dict.fromkeys([cfile, *sorted(cdir.glob(f'cifar10_*{fp}.npz'))]):
+        if f.is_file() and (d := _read_cache(f, path, verbose)) is not None: return d
     t0 = time.time()
     trn_x,trn_y = _decode_split(path, files['train'], vocab, verbose)
     tst_x,tst_y = _decode_split(path, files['test'], vocab, verbose)
+    arrs = dict(train_x=trn_x, train_y=trn_y, test_x=tst_x, test_y=tst_y, vocab=np.array(vocab))
     try:
-        cdir.mkdir(parents=True, exist_ok=True)
-        tmp = cfile.with_name(f'.{cfile.stem}.{os.getpid()}.tmp.npz')   # one per process: parallel first runs don't mix their writes
-        np.savez(tmp, train_x=trn_x, train_y=trn_y, test_x=tst_x, test_y=tst_y, vocab=np.array(vocab))
-        os.replace(tmp, cfile)
-        for old in cdir.glob('cifar10_*.npz'):
+        atomic_write(cfile, lambda f: np.savez(f, **arrs))
+        # older caches of this folder go; other folders' stay (in the folder's own cache folder every file is this folder's)
+        own = cdir == path/CACHE_SUBDIR
+        for old in cdir.glob('cifar10_*.npz' if own else f'cifar10_{key}_*.npz'):
             if old != cfile: old.unlink(missing_ok=True)
         if verbose: print(f"Decoded {len(trn_x)+len(tst_x):,} images in {time.time()-t0:.1f}s; cached in {cfile}")
     except OSError as e:
-        if verbose: print(f"Decoded {len(trn_x)+len(tst_x):,} images; could not write the cache in {cdir} ({e.strerror})")
+        if verbose: print(f"Decoded {len(trn_x)+len(tst_x):,} images; the cache was not written ({e})")
         cfile = None
     return CIFARData(trn_x, trn_y, tst_x, tst_y, vocab, path, cfile)
 
 # %% ../nbs/00_data.ipynb #6b66c902
+from numbers import Integral
+from sklearn.model_selection import StratifiedShuffleSplit
+
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**32:
+        raise DataError(f"seed must be an integer in 0..2**32-1, got {seed!r}")
+    return int(seed)
+
 def label_subset(labels, # Class index of every training image
-                 frac:float=0.3, # Fraction of each class to keep, in (0, 1]
+                 frac:float=0.3, # Fraction of the labels to keep, in (0, 1]
                  seed:int=42, # Fixes which images are chosen, on any machine
+                 method:str='sklearn', # 'sklearn': the original's `StratifiedShuffleSplit(test_size=frac, random_state=seed)`; 'numpy': `round(frac * n_c)` of each class with NumPy
                 )->np.ndarray:
-    "Sorted indices of a class-stratified random subset with `round(frac * n_c)` images of each class"
-    if not (isinstance(frac, (int,float)) and 0 < frac <= 1): raise DataError(f"label fraction must be in (0, 1], got {frac}")
-    labels = np.asarray(labels)
+    "Indices of a class-stratified random `frac` of the images: in scikit-learn's order ('sklearn') or sorted ('numpy')"
+    if method not in ('sklearn', 'numpy'): raise DataError(f"label subset method must be 'sklearn' or 'numpy', got {method!r}")
+    if isinstance(frac, bool) or not (isinstance(frac, (int,float)) and 0 < frac <= 1): raise DataError(f"label fraction must be in (0, 1], got {frac}")
+    seed, labels = _check_seed(seed), np.asarray(labels)
+    if method == 'sklearn':
+        if frac == 1: return np.arange(len(labels))   # scikit-learn refuses test_size=1; every image, in file order
+        sss = StratifiedShuffleSplit(n_splits=1, test_size=frac, random_state=seed)
+        try: _, keep = next(sss.split(np.zeros(len(labels)), labels))
+        except ValueError as e: raise DataError(f"cannot draw a stratified {frac} of {len(labels)} labels: {e}") from None
+        missing = np.setdiff1d(np.unique(labels), labels[keep])
+        if len(missing): raise DataError(f"label fraction {frac} keeps no image of class {missing[0]}")
+        return keep
     rng = np.random.default_rng(seed)
     keep = []
     for c in np.unique(labels):
@@ -248,6 +294,14 @@ def unlabeled_dls(data:CIFARData, # From `load_cifar10`
     return DataLoaders(*dls, device=dev)
 
 # %% ../nbs/00_data.ipynb #a9c09ebf
+def _check_stats(stats, n_channels):
+    try:
+        mean, std = (np.asarray(s, dtype=float) for s in stats)
+        ok = mean.shape == std.shape == (n_channels,) and np.isfinite(mean).all() and (std > 0).all()
+    except (TypeError, ValueError): ok = False
+    if not ok: raise DataError(f"stats must be (mean, std) with {n_channels} finite values each and std > 0, got {stats!r}")
+    return stats
+
 def fold_dls(data:CIFARData, # From `load_cifar10`
              fold:int=0, # The validation fold, in `0..n_splits-1`
              n_splits:int=5, # Number of cross-validation folds
@@ -256,14 +310,16 @@ def fold_dls(data:CIFARData, # From `load_cifar10`
              bs:int=256, # Batch size
              batch_tfms=None, # Augmentations (e.g. `cifar_train_augs()`), run before `Normalize`; those with `split_idx=0` touch training batches only
              device=None, # Default: fastai's `default_device()`
+             stats=CIFAR_STATS, # `(mean, std)` per channel for `Normalize`: `CIFAR_STATS` (measured) or `SEED_CIFAR_STATS` (the original's)
+             subset:str='sklearn', # `label_subset`'s method: 'sklearn' (the original's draw and fold order) or 'numpy'
             )->DataLoaders:
     "DataLoaders for fold `fold` of the stratified `frac` subset; `dls.test` holds the official test set"
-    sub = label_subset(data.train_y, frac, seed)
+    sub = label_subset(data.train_y, frac, seed, method=subset)
     ys = data.train_y[sub].numpy()
-    trn, val = KFoldSplitter(n_splits, fold, seed, get_y=lambda i: ys[i])(range(len(sub)))
+    trn, val = KFoldSplitter(n_splits, fold, seed, get_y=lambda i: ys[i])(range(len(sub)))   # folds over the subset in its order, as the original
     trn, val = sub[list(trn)], sub[list(val)]
     _check_bs(bs, len(trn), 'labeled training images')
-    norm = Normalize.from_stats(*CIFAR_STATS, cuda=False)
+    norm = Normalize.from_stats(*_check_stats(stats, data.train_x.shape[1]), cuda=False)
     dev = _device(device)
     set_seed(seed)
     mk = lambda x,y,split,tfms: ArrayDL(ArrayDataset(x, y, data.vocab, split), bs=bs, shuffle=split==0, num_workers=0,

@@ -23,14 +23,16 @@ def _cifar_feature_info(m):
         if 'reduction' in fi: fi['reduction'] = max(1, fi['reduction'] // (2 if fi.get('module') == 'act1' else 4))
 
 def cifar_resnet18(pretrained:bool=False, # Load timm's ImageNet weights (all but the replaced stem conv)
+                   zero_init_last:bool=True, # Zero the last BatchNorm's weight in each residual block (timm's default); `False`: torchvision's init, as the original
                    **kwargs
                   )->nn.Module: # `(B,3,H,W)` -> `(B,512)`
     "timm ResNet-18 (`kwargs` go to `timm.create_model`) without classifier, with the CIFAR stem of SimCLR appendix B.9"
-    m = timm.create_model('resnet18', pretrained=pretrained, num_classes=0, **kwargs)
+    m = timm.create_model('resnet18', pretrained=pretrained, num_classes=0, zero_init_last=zero_init_last, **kwargs)
     m.conv1 = nn.Conv2d(m.conv1.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     m.maxpool = nn.Identity()
     _cifar_feature_info(m)
     return m
+
 
 # %% ../nbs/01_model.ipynb #6a6c24b7
 class ProjectionHead(nn.Sequential):
@@ -84,18 +86,23 @@ def classifier_splitter(model:Classifier # Or any module with `.encoder` and `.h
     return [params(model.encoder), params(model.head)]
 
 # %% ../nbs/01_model.ipynb #1a8ddfe8
+from .utils import atomic_torch_save
+import pickle, re
+
 def save_encoder(encoder:nn.Module, # The encoder (or a model with `.encoder`)
                  path:str|Path # Destination file
                 )->Path:
-    "Save the state dict of `encoder` (or of `encoder.encoder`) to `path`"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(getattr(encoder, 'encoder', encoder).state_dict(), path)
-    return path
+    "Save the state dict of `encoder` (or of `encoder.encoder`) to `path` atomically (`utils.atomic_torch_save`)"
+    return atomic_torch_save(path, getattr(encoder, 'encoder', encoder).state_dict())
 
 def _read_state(path:Path):
-    try: sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: # torch raises many types here (RuntimeError, EOFError, OSError, UnpicklingError, KeyError, ...)
+    try: sd = torch.load(path, map_location='cpu', weights_only=True)   # never runs code from the file
+    except pickle.UnpicklingError as e:
+        g = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))   # torch's words for a Python object it will not rebuild
+        if g is None: raise ValueError(f"{path} is not a readable torch checkpoint (truncated or not a torch file)") from None
+        raise ValueError(f"{path} names a Python object ({g.group(1)}), not only tensors, so it is not an encoder's weights "
+                         f"(or was altered); it was not loaded, since loading it could run code") from None
+    except Exception as e: # torch raises many types here (RuntimeError, EOFError, OSError, KeyError, ...)
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or not a torch file): {e}") from None
     if isinstance(sd, dict) and isinstance(sd.get('model'), dict): sd = sd['model']
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):

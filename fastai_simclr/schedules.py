@@ -41,12 +41,12 @@ class EpochLRSchedule(Callback):
 
 # %% ../nbs/05_schedules.ipynb #b9acb346
 class ExpDecayLR(EpochLRSchedule):
-    "Exponential decay by `gamma` per epoch, then by `gamma_after` from `switch_epoch` on"
+    "Exponential decay by `gamma` per epoch for `switch_epoch` epochs, then by `gamma_after` per epoch"
     def __init__(self,
         lr:float=8e-4,        # Rate of epoch 0
-        gamma:float=0.9,      # Decay factor per epoch up to `switch_epoch`
-        gamma_after:float=0.6,# Decay factor per epoch after `switch_epoch`
-        switch_epoch:int=15,  # Epoch from which on `gamma_after` applies
+        gamma:float=0.9,      # Decay factor of each of the first `switch_epoch` epochs
+        gamma_after:float=0.6,# Decay factor of every later epoch
+        switch_epoch:int=14,  # Number of `gamma` decays: epoch `e <= switch_epoch` (0-based) runs at `lr*gamma**e`, epoch `switch_epoch+1` at `lr*gamma**switch_epoch*gamma_after`
     ):
         lr,gamma,gamma_after = _check_pos('lr', lr),_check_pos('gamma', gamma),_check_pos('gamma_after', gamma_after)
         switch_epoch = _check_int('switch_epoch', switch_epoch, 0)

@@ -90,6 +90,7 @@ def atomic_write(path, # The file to (re)place
         with open(tmp, 'wb') as f:
             write(f); f.flush()
             fault_point('atomic_write.mid')   # tests: killed with the temporary file written, the target untouched
+            fault_point(f'atomic_write.mid.{path.name}')   # the same, for one file name (e.g. 'atomic_write.mid.checkpoint.pth:2')
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -97,6 +98,7 @@ def atomic_write(path, # The file to (re)place
         try: tmp.unlink(missing_ok=True)
         except OSError: pass
         if not isinstance(e, (OSError, RuntimeError)): raise
+        if not isinstance(e, OSError) and isinstance(e.__context__, OSError): e = e.__context__  # torch's zip writer hides it behind 'unexpected pos'
         why = getattr(e, 'strerror', None) or str(e).split('\n')[0]
         if _disk_full(e, path.parent): why = f"no space left on device ({why}); free some space and run the same command again"
         raise OutputError(f"could not write {path}: {why}") from None

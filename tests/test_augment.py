@@ -25,9 +25,10 @@ def test_each_keeps_shape_dtype_device_range(tfm, x):
 def test_rejects_uint8(tfm):
     with pytest.raises(ValueError, match='float images'): tfm(TensorImage(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)))
 
-@pytest.mark.parametrize('name', ['simclr', 'simclr_blur', 'train'])
+@pytest.mark.parametrize('name', ['simclr', 'simclr_blur', 'train', 'train_fastai'])
 def test_views_differ_and_stay_in_range(name, x):
-    augs = {'simclr': simclr_augs(), 'simclr_blur': simclr_augs(blur=True), 'train': cifar_train_augs()}[name]
+    augs = {'simclr': simclr_augs(), 'simclr_blur': simclr_augs(blur=True), 'train': cifar_train_augs(),
+            'train_fastai': cifar_train_augs(rotation='fastai')}[name]
     pipe = _pipe(augs)
     v1, v2 = pipe(x), pipe(x)
     for v in (v1, v2):
@@ -109,11 +110,77 @@ def test_orders_and_pipeline(x):
     out = p(TensorImage((x * 255).byte()))
     assert out.dtype == torch.float32 and out.shape == x.shape
 
-def test_train_augs_train_split_only(x):
-    augs = cifar_train_augs()
-    assert all(t.split_idx in (0, None) for t in augs)
-    assert torch.equal(Pipeline(augs[:1] + augs[3:], split_idx=1)(x), x)     # crop/jitter skip validation
+@pytest.mark.parametrize('rotation', ['original', 'fastai'])
+def test_train_augs_train_split_only(x, rotation):
+    augs = cifar_train_augs(rotation=rotation)
+    assert all(t.split_idx == 0 for t in augs if type(t).__name__ != 'Rotate')   # fastai's Rotate turns itself into the identity on validation
+    v = Pipeline(augs, split_idx=1)(x)                        # validation batches are left alone
+    if rotation == 'original': assert torch.equal(v, x)
+    else: torch.testing.assert_close(v, x, atol=1e-5, rtol=0)
     assert not torch.equal(Pipeline(augs, split_idx=0)(x), x)
+
+def test_train_augs_order():
+    "'original': the original's order (crop, flip, jitter, then a nearest/zero-fill rotation); 'fastai': fastai's Rotate before the jitter"
+    names = lambda augs: [type(t).__name__ for t in _pipe(augs).fs]
+    assert names(cifar_train_augs()) == ['RandomCropPad', 'RandomFlip', 'ColorJitter', 'RandomRotation']
+    assert names(cifar_train_augs(rotation='fastai')) == ['RandomCropPad', 'RandomFlip', 'Rotate', 'ColorJitter']
+    a = cifar_train_augs(size=28, padding=2, jitter=0.3, max_deg=5.)
+    assert (a[0].size, a[0].padding, a[2].brightness, a[2].hue, a[2].p, a[3].max_deg) == (28, 2, 0.3, 0.3, 1., 5.)
+    with pytest.raises(ValueError, match="'original' or 'fastai'"): cifar_train_augs(rotation='torchvision')
+
+@pytest.fixture(scope='module')
+def real(cifar):
+    "256 real training images (a seeded sample: the files are sorted by class) as floats in [0,1]"
+    idx = torch.randperm(len(cifar.train_x), generator=torch.Generator().manual_seed(0))[:256]
+    return TensorImage(cifar.train_x[idx].float() / 255)
+
+def test_rotation_matches_torchvision_on_real_images(real):
+    from torchvision.transforms import InterpolationMode
+    torch.manual_seed(0)
+    r = RandomRotation(10.)
+    y = r(real, split_idx=0)
+    assert isinstance(y, TensorImage) and y.shape == real.shape and y.dtype == real.dtype
+    for i in range(len(real)):   # pixel for pixel
+        ref = TF.rotate(real[i].as_subclass(Tensor), r.angle[i].item(), InterpolationMode.NEAREST, fill=0)
+        assert torch.equal(y[i].as_subclass(Tensor), ref), i
+    # not square: 24x40 crops of the same images
+    xs = TensorImage(torch.nn.functional.interpolate(real[:64].as_subclass(Tensor), size=(24, 40)))
+    ys = r(xs, split_idx=0)
+    for i in range(64):
+        assert torch.equal(ys[i].as_subclass(Tensor), TF.rotate(xs[i].as_subclass(Tensor), r.angle[i].item(), InterpolationMode.NEAREST, fill=0))
+
+def test_rotation_angles_and_splits(x):
+    r = RandomRotation(10.)
+    r.before_call(TensorImage(torch.rand(4000, 3, 4, 4)), 0)
+    a = r.angle
+    assert a.unique().numel() == 4000 and a.min() >= -10 and a.max() <= 10
+    assert a.min() < -9.9 and a.max() > 9.9 and abs(a.mean()) < 0.5 and abs(a.std() - 20 / 12**0.5) < 0.2   # U(-10, 10)
+    assert torch.equal(RandomRotation(10.)(x, split_idx=1), x)                 # validation: untouched
+    assert torch.equal(RandomRotation(0.)(x, split_idx=0), x)
+    r = RandomRotation(10.)
+    y = r(x, split_idx=0)
+    assert y.min() >= 0 and y.max() <= 1
+    assert ((y - x).abs().amax((1, 2, 3)) > 0)[r.angle.abs() > 2].all()   # under ~1.8 degrees no pixel of a 32x32 image moves to another
+    assert (y[:, :, 0, 0] == 0).float().mean() > 0.3   # corners uncovered by the rotation are zero (black), often
+    with pytest.raises(ValueError, match='float images'): RandomRotation()(TensorImage(torch.zeros(2, 3, 8, 8, dtype=torch.uint8)), split_idx=0)
+    for bad in (-1, 181, 'x', float('nan')):
+        with pytest.raises(ValueError, match='max_deg'): RandomRotation(bad)
+
+def test_original_train_augs_equal_torchvision_per_image(real):
+    "With each transform's drawn parameters, torchvision's functional ops applied per image in the original's order give the batch"
+    from torchvision.transforms import InterpolationMode
+    torch.manual_seed(1)
+    augs = cifar_train_augs()
+    out = _pipe(augs)(real[:48])
+    crop, flip, jit, rot = augs
+    ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    assert flip.mask.any() and not flip.mask.all()
+    for i in range(48):
+        img = TF.crop(TF.pad(real[i].as_subclass(Tensor), [4] * 4, fill=0), crop.oy[i].item(), crop.ox[i].item(), 32, 32)
+        if flip.mask[i]: img = TF.horizontal_flip(img)
+        for k in jit.perm[i].tolist(): img = ops[k](img, jit.factors[k][i].item())
+        img = TF.rotate(img, rot.angle[i].item(), InterpolationMode.NEAREST, fill=0)
+        torch.testing.assert_close(out[i].as_subclass(Tensor), img, atol=1e-5, rtol=1e-5)
 
 def test_bad_parameters():
     with pytest.raises(ValueError, match='min_scale'): RandomResizedCrop(32, min_scale=0)

@@ -3,22 +3,45 @@ import os, shutil
 import numpy as np, pytest, torch
 from fastai_simclr.data import *
 
-def test_label_subset_exact_and_reproducible(cifar):
+@pytest.mark.parametrize('method', ['sklearn', 'numpy'])
+def test_label_subset_exact_and_reproducible(cifar, method):
     y = cifar.train_y.numpy()
-    sub = label_subset(y, 0.3, seed=42)
+    sub = label_subset(y, 0.3, seed=42, method=method)
     assert len(sub) == 15_000 and len(np.unique(sub)) == 15_000
     assert np.bincount(y[sub]).tolist() == [1500]*10
-    assert np.array_equal(sub, label_subset(y, 0.3, seed=42))
-    other = label_subset(y, 0.3, seed=7)
+    assert np.array_equal(sub, label_subset(y, 0.3, seed=42, method=method))
+    other = label_subset(y, 0.3, seed=7, method=method)
     assert not np.array_equal(sub, other) and np.bincount(y[other]).tolist() == [1500]*10
-    # the same seed picks the same images on any machine (NumPy's PCG64 is platform independent): the indices below
-    # were measured once on the development machine and must come out the same everywhere
-    assert label_subset(np.repeat(np.arange(3), 10), 0.5, seed=42).tolist() == [0, 3, 4, 5, 7, 10, 13, 16, 17, 19, 21, 23, 24, 25, 28]
-    assert len(label_subset(y, 1.0)) == 50_000
+    all_ = label_subset(y, 1.0, method=method)
+    assert len(all_) == 50_000 and np.array_equal(np.sort(all_), np.arange(50_000))
 
-@pytest.mark.parametrize('frac', [0, -0.1, 1.01, 2, float('nan')])
-def test_label_subset_bad_frac(cifar, frac):
-    with pytest.raises(DataError, match=r'\(0, 1\]'): label_subset(cifar.train_y, frac)
+def test_label_subset_pinned_indices():
+    "The same seed picks the same images on any machine: indices measured once on the development machine"
+    y = np.repeat(np.arange(3), 10)
+    # NumPy's PCG64 is platform independent
+    assert label_subset(y, 0.5, seed=42, method='numpy').tolist() == [0, 3, 4, 5, 7, 10, 13, 16, 17, 19, 21, 23, 24, 25, 28]
+    # scikit-learn's StratifiedShuffleSplit (1.9.1 here); a change means a scikit-learn release draws otherwise than the original's
+    assert label_subset(y, 0.5, seed=42, method='sklearn').tolist() == [4, 19, 21, 2, 23, 25, 14, 12, 27, 3, 9, 24, 16, 6, 17]
+
+def test_label_subset_default_is_the_originals(cifar):
+    "The default: `StratifiedShuffleSplit(n_splits=1, test_size=0.3, random_state=42)`, keeping the test part, in its order"
+    from sklearn.model_selection import StratifiedShuffleSplit
+    y = cifar.train_y.numpy()
+    _, orig = next(StratifiedShuffleSplit(n_splits=1, test_size=0.3, random_state=42).split(np.zeros((len(y), 3, 32, 32)), y))
+    assert np.array_equal(label_subset(y), orig) and np.array_equal(label_subset(y, 0.3, 42, 'sklearn'), orig)
+    assert not np.array_equal(orig, np.sort(orig))   # scikit-learn's order is kept: the folds depend on it
+
+def test_label_subset_bad_args(cifar):
+    with pytest.raises(DataError, match="'sklearn' or 'numpy'"): label_subset(cifar.train_y, 0.3, method='random')
+    for seed in (-1, 2**32, 1.5, True):
+        with pytest.raises(DataError, match='seed must be an integer'): label_subset(cifar.train_y, 0.3, seed=seed)
+    with pytest.raises(DataError, match='cannot draw a stratified'): label_subset(cifar.train_y, 0.0001)   # 5 images, 10 classes
+    with pytest.raises(DataError, match='keeps no image of class'): label_subset(cifar.train_y, 0.0001, method='numpy')
+
+@pytest.mark.parametrize('method', ['sklearn', 'numpy'])
+@pytest.mark.parametrize('frac', [0, -0.1, 1.01, 2, float('nan'), True])
+def test_label_subset_bad_frac(cifar, frac, method):
+    with pytest.raises(DataError, match=r'\(0, 1\]'): label_subset(cifar.train_y, frac, method=method)
 
 @pytest.mark.parametrize('stratified', [True, False])
 def test_kfold_partition_on_real_labels(cifar, stratified):
@@ -36,6 +59,20 @@ def test_kfold_partition_on_real_labels(cifar, stratified):
     # same seed, same folds; another seed, other folds
     assert KFoldSplitter(5, 0, seed=42, get_y=get_y)(items)[1] == KFoldSplitter(5, 0, seed=42, get_y=get_y)(items)[1]
     assert KFoldSplitter(5, 0, seed=1, get_y=get_y)(items)[1] != KFoldSplitter(5, 0, seed=42, get_y=get_y)(items)[1]
+
+def test_kfold_follows_item_order(cifar):
+    "Folds are StratifiedKFold over the items in the order given (string labels number the classes as the ints do)"
+    from sklearn.model_selection import StratifiedKFold
+    y = cifar.train_y.numpy()
+    for sub in (label_subset(y, 0.3, 42), label_subset(y, 0.3, 42, method='numpy')):
+        ys = y[sub]
+        ref = list(StratifiedKFold(5, shuffle=True, random_state=42).split(np.zeros(len(sub)), ys))
+        for f in range(5):
+            trn, val = KFoldSplitter(5, f, 42, get_y=lambda i: ys[i])(range(len(sub)))
+            assert list(trn) == ref[f][0].tolist() and list(val) == ref[f][1].tolist()
+    sub = label_subset(y, 0.3, 42); srt = np.sort(sub)
+    val = lambda s: set(s[list(KFoldSplitter(5, 0, 42, get_y=lambda i: y[s][i])(range(len(s)))[1])])
+    assert val(sub) != val(srt)   # the same set in another order gives other folds
 
 def test_kfold_in_datablock(small_cifar):
     from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, get_image_files, parent_label
@@ -67,6 +104,46 @@ def test_fold_dls_cover_subset(cifar):
     assert torch.allclose(first[0], (raw - mean) / std, atol=1e-5)
     assert torch.equal(first[1], cifar.train_y[dls[0].valid_idxs[:64]])
     assert len(dls[0].test.dataset) == 10_000
+
+def test_fold_dls_equal_the_originals_folds(cifar):
+    "Every fold's indices equal scikit-learn called as the original: StratifiedShuffleSplit, then StratifiedKFold in its order"
+    from sklearn.model_selection import StratifiedShuffleSplit, StratifiedKFold
+    y = cifar.train_y.numpy()
+    _, lab = next(StratifiedShuffleSplit(n_splits=1, test_size=0.3, random_state=42).split(np.zeros(len(y)), y))
+    folds = list(StratifiedKFold(n_splits=5, shuffle=True, random_state=42).split(np.zeros(len(lab)), y[lab]))
+    for f, (trn, val) in enumerate(folds):
+        d = fold_dls(cifar, fold=f, bs=64, device='cpu')
+        assert np.array_equal(d.train_idxs, lab[trn]) and np.array_equal(d.valid_idxs, lab[val])
+        assert torch.equal(d.valid.one_batch()[1], cifar.train_y[lab[val][:64]])
+    # another seed: the same procedure with that random_state
+    _, lab7 = next(StratifiedShuffleSplit(n_splits=1, test_size=0.3, random_state=7).split(np.zeros(len(y)), y))
+    _, val7 = list(StratifiedKFold(n_splits=5, shuffle=True, random_state=7).split(np.zeros(len(lab7)), y[lab7]))[2]
+    assert np.array_equal(fold_dls(cifar, fold=2, seed=7, bs=64, device='cpu').valid_idxs, lab7[val7])
+
+def test_fold_dls_numpy_subset(cifar):
+    sub = label_subset(cifar.train_y, 0.3, 42, method='numpy')
+    ys = cifar.train_y.numpy()[sub]
+    _, val = KFoldSplitter(5, 1, 42, get_y=lambda i: ys[i])(range(len(sub)))
+    d = fold_dls(cifar, fold=1, bs=64, device='cpu', subset='numpy')
+    assert np.array_equal(d.valid_idxs, sub[list(val)])
+    with pytest.raises(DataError, match="'sklearn' or 'numpy'"): fold_dls(cifar, subset='pandas')
+
+@pytest.mark.parametrize('stats', [CIFAR_STATS, SEED_CIFAR_STATS])
+def test_fold_dls_stats(cifar, stats):
+    d = fold_dls(cifar, fold=0, bs=64, device='cpu', stats=stats)
+    raw = cifar.train_x[d.valid_idxs[:64]].float() / 255
+    mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in stats)
+    assert torch.allclose(d.valid.one_batch()[0], (raw - mean) / std, atol=1e-5)
+
+def test_stats_constants():
+    from fastai_simclr import utils
+    assert CIFAR_STATS is utils.CIFAR_STATS and SEED_CIFAR_STATS is utils.SEED_CIFAR_STATS
+    assert SEED_CIFAR_STATS == ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))   # the original's values
+
+@pytest.mark.parametrize('stats,word', [(((0.5, 0.5), (0.2, 0.2)), '3 finite values'), (((0.5,)*3, (0.2, 0., 0.2)), 'std > 0'),
+                                        ((0.5, 0.2), '3 finite values'), (((0.5,)*3, (0.2, float('nan'), 0.2)), 'std > 0')])
+def test_fold_dls_bad_stats(cifar, stats, word):
+    with pytest.raises(DataError, match=word): fold_dls(cifar, bs=64, device='cpu', stats=stats)
 
 def test_unlabeled_dls(cifar):
     dls = unlabeled_dls(cifar, bs=100, n=1000, valid_n=250, device='cpu')

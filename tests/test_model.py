@@ -76,3 +76,47 @@ def test_load_errors(tmp_path, enc):
     with pytest.raises(ValueError, match=r'shape mismatch.*conv1.weight'): load_encoder(tmp_path/'imnet.pth')
     with pytest.raises(ValueError, match='missing keys'): load_encoder(tmp_path/'e.pth', timm.create_model('resnet34', num_classes=0))
     with pytest.raises(ValueError, match='unexpected keys'): load_encoder(tmp_path/'e.pth', nn.Conv2d(3, 64, 3, padding=1, bias=False))
+
+def _bns(m): return {n: mod for n, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d)}
+
+def test_zero_init_last_default():
+    "timm's default: the last BN of each of the 8 residual blocks starts at weight 0, every other BN at 1"
+    bns = _bns(cifar_resnet18())
+    zero = sorted(n for n, b in bns.items() if (b.weight == 0).all())
+    assert zero == sorted(f'layer{i}.{j}.bn2' for i in range(1, 5) for j in range(2))
+    assert all((b.weight == 1).all() for n, b in bns.items() if n not in zero)
+
+def _original_encoder():
+    "The original's encoder: torchvision's resnet18 with the CIFAR stem (3x3 stride-1 conv, no max-pool), no fc"
+    import torchvision
+    m = torchvision.models.resnet18()
+    m.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    m.maxpool, m.fc = nn.Identity(), nn.Identity()
+    return m
+
+def test_init_matches_torchvision_without_zero_init_last():
+    torch.manual_seed(0)
+    ours, orig = cifar_resnet18(zero_init_last=False), _original_encoder()
+    assert not any((b.weight == 0).any() for b in _bns(ours).values())
+    a, b = ours.state_dict(), orig.state_dict()
+    assert sorted(a) == sorted(b) and all(a[k].shape == b[k].shape for k in a)
+    n_conv = 0
+    for k in a:
+        if a[k].ndim == 4:   # conv weights: the same distributions
+            n_conv += 1
+            assert abs(a[k].std() / b[k].std() - 1) < 0.05, k
+            assert abs(a[k].mean()) < 0.1 * a[k].std() and abs(b[k].mean()) < 0.1 * b[k].std(), k
+            if k != 'conv1.weight':   # kaiming normal, fan_out, relu gain
+                fan_out = a[k].shape[0] * a[k].shape[2] * a[k].shape[3]
+                assert abs(a[k].std() / (2 / fan_out) ** 0.5 - 1) < 0.05, k
+        else: assert torch.equal(a[k], b[k]), k   # BN weight 1, bias 0, running mean 0, var 1, counters 0
+    assert n_conv == 20
+    for w in (a['conv1.weight'], b['conv1.weight']):   # the replaced stem: nn.Conv2d's default U(-1/sqrt(27), 1/sqrt(27))
+        assert w.abs().max() <= 27 ** -0.5 and w.abs().max() > 0.9 * 27 ** -0.5
+    assert [(m.eps, m.momentum) for m in _bns(ours).values()] == [(m.eps, m.momentum) for m in _bns(orig).values()]
+    # the same network: with torchvision's weights loaded, ours computes the same features
+    ours.load_state_dict(b)
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(ours.eval()(x), orig.eval()(x), atol=1e-5, rtol=1e-5)
+    ours.train(); orig.train()
+    torch.testing.assert_close(ours(x), orig(x), atol=1e-5, rtol=1e-5)

@@ -32,8 +32,9 @@ def test_step_matches_torch(lr, step, gamma):
 
 def test_defaults():
     s = ExpDecayLR()
-    assert (s.lr, s.gamma, s.gamma_after, s.switch_epoch) == (8e-4, 0.9, 0.6, 15)
-    assert s.lr_at(16) == pytest.approx(8e-4 * 0.9**15 * 0.6, rel=1e-12)
+    assert (s.lr, s.gamma, s.gamma_after, s.switch_epoch) == (8e-4, 0.9, 0.6, 14)
+    assert s.lr_at(14) == pytest.approx(8e-4 * 0.9**14, rel=1e-12)
+    assert s.lr_at(15) == pytest.approx(8e-4 * 0.9**14 * 0.6, rel=1e-12)   # the 16th epoch: 1.10e-4, as the original prints
     s = StepLR()
     assert (s.lr, s.step_size, s.gamma) == (1e-3, 10, 0.6)
     assert (s.lr_at(9), s.lr_at(10)) == (1e-3, 1e-3*0.6)
@@ -59,7 +60,7 @@ def test_resumed_fit_starts_at_its_epoch():
     learn.fit(20, cbs=[s, log], start_epoch=12)
     assert s.epochs == list(range(12, 20))
     assert s.lrs[0] == s.lr_at(12) == pytest.approx(8e-4 * 0.9**12, rel=1e-12)
-    assert s.lrs[-1] == pytest.approx(8e-4 * 0.9**15 * 0.6**4, rel=1e-12)
+    assert s.lrs[-1] == pytest.approx(8e-4 * 0.9**14 * 0.6**5, rel=1e-12)
     assert log.lrs[0][:2] == (12, s.lr_at(12))  # the first batch trained runs at epoch 12's rate
     # a second, uninterrupted run gives the same rates for those epochs
     s2 = ExpDecayLR(); synth_learner(n_trn=1, n_val=1).fit(20, cbs=s2)
@@ -79,3 +80,39 @@ def test_param_groups_all_get_the_rate():
     (lambda: StepLR().lr_at(-1), 'epoch'), (lambda: ExpDecayLR().lr_at(2.0), 'epoch')])
 def test_bad_args(f, word):
     with pytest.raises(ValueError, match=word): f()
+
+
+def original_loop_rates(epochs=20, lr=8e-4):
+    """The original baseline/fine-tune loop, transcribed: PyTorch's `ExponentialLR(gamma=0.9)`, its `gamma` set to 0.6
+    once `epoch + 1 >= 15`, stepped after each epoch; returns the rate each epoch trained at (one Adam step per epoch)"""
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = ExponentialLR(opt, gamma=0.9)
+    rates = []
+    for epoch in range(epochs):
+        rates.append(opt.param_groups[0]['lr'])
+        model(torch.ones(1, 2)).sum().backward(); opt.step()   # train one epoch
+        if epoch + 1 >= 15: scheduler.gamma = 0.6
+        scheduler.step()
+    return rates
+
+def test_original_loop_values():
+    r = original_loop_rates()
+    assert r[15] == pytest.approx(8e-4 * 0.9**14 * 0.6, rel=1e-12) and f'{r[15]:.3g}' == '0.00011'
+    assert r[14] == pytest.approx(8e-4 * 0.9**14, rel=1e-12)
+    assert [ExpDecayLR().lr_at(e) for e in range(20)] == r    # bit for bit
+
+def _fit_epoch_rates(start_epoch=0, n=20):
+    "The rate every trained epoch ran at in a fastai fit with `ExpDecayLR()` (all batches of an epoch must agree)"
+    log = BatchLRs()
+    synth_learner(n_trn=2, n_val=1).fit(n, cbs=[ExpDecayLR(), log], start_epoch=start_epoch)
+    rates = {}
+    for e, a, b in log.lrs:
+        assert a == b == rates.setdefault(e, a)
+    return rates
+
+@pytest.mark.parametrize('start', [0, 1, 13, 14, 15, 16, 19])
+def test_fastai_fit_matches_original_loop(start):
+    "A fit, or a fit resumed at `start`, trains each epoch at exactly the original loop's rate"
+    orig = original_loop_rates()
+    assert _fit_epoch_rates(start) == {e: orig[e] for e in range(start, 20)}
