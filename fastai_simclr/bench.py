@@ -14,6 +14,7 @@ from fastai.basics import *
 from fastai.vision.all import TensorImage, IntToFloatTensor
 from .data import *
 from .data import CIFAR_STATS
+from .utils import show_path
 from .model import create_simclr_model
 from .loss import nt_xent
 from .augment import simclr_augs
@@ -246,7 +247,7 @@ def run_bench(data=None, # CIFAR-10 folder or a `CIFARData` (default: `$FASTAI_S
     opts = {k: sp[k] for k in ('bf16', 'channels_last', 'compile')}
     data = data if isinstance(data, CIFARData) else load_cifar10(data, verbose=False)
     res = {'config': {'bs': bs, 'steps': steps, 'warmup': warmup, 'rounds': rounds, 'device': str(device), 'threads': torch.get_num_threads(),
-                      'speed': sp, 'machine': machine(), 'data': f"CIFAR-10 training images from {data.path} (uint8 cache)",
+                      'speed': sp, 'machine': machine(), 'data': f"CIFAR-10 training images from {show_path(data.path)} (uint8 cache)",
                       'torch': torch.__version__, 'seed': seed}}
     def peer(*a):
         if peer_python is None: return {'error': 'no --peer-python given (create one with bash bench/setup_peer.sh)'}

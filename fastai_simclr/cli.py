@@ -126,8 +126,8 @@ def _add_run_args(p, default_preset='quick'):
 
 def _add_speed(p):
     b = argparse.BooleanOptionalAction
-    p.add_argument('--bf16', action=b, help='bfloat16 autocast (default: on for CUDA, off for CPU)')
-    p.add_argument('--channels-last', action=b, help='channels-last model and inputs (default: on for CUDA, off for CPU)')
+    p.add_argument('--bf16', action=b, help='bfloat16 autocast (default: on where the device computes bf16 natively: CUDA with bf16, AVX512-BF16 or AMX CPUs)')
+    p.add_argument('--channels-last', action=b, help='channels-last model and inputs (default: as --bf16)')
     p.add_argument('--compile', action='store_true', help='torch.compile the model (compiles for minutes before the first step)')
 
 def _speed_from_args(args)->dict:

@@ -95,7 +95,7 @@ def _decode_split(path, rows, vocab, verbose=True):
     return x, y
 
 import re
-from .utils import atomic_write
+from .utils import atomic_write, show_path
 
 CACHE_SUBDIR = '.fastai_simclr_cache'
 
@@ -133,15 +133,15 @@ class CIFARData:
     def c(self): return len(self.vocab)
     def __repr__(self):
         return (f"CIFARData({len(self.train_x):,} train and {len(self.test_x):,} test images of {tuple(self.train_x.shape[1:])}, "
-                f"{self.c} classes, cache={self.cache_file})")
+                f"{self.c} classes, cache={show_path(self.cache_file) if self.cache_file else None})")
 
 def _read_cache(f:Path, path:Path, verbose:bool):
     try:
         with np.load(f, allow_pickle=False) as z: a = {k:z[k] for k in z.files}
-        if verbose: print(f"Loaded decoded CIFAR-10 from cache {f}")
+        if verbose: print(f"Loaded decoded CIFAR-10 from cache {show_path(f)}")
         return CIFARData(a['train_x'], a['train_y'], a['test_x'], a['test_y'], list(a['vocab']), path, f)
     except Exception as e:
-        if verbose: print(f"Ignoring unreadable cache {f} ({type(e).__name__}); decoding again")
+        if verbose: print(f"Ignoring unreadable cache {show_path(f)} ({type(e).__name__}); decoding again")
 
 def load_cifar10(path=None, # A folder with `train/` and `test/`; default: `$FASTAI_SIMCLR_DATA`, else fastai's download
                  cache_dir=None, # Where to keep the decoded arrays; default: beside the data, else `~/.cache/fastai_simclr`
@@ -167,7 +167,7 @@ def load_cifar10(path=None, # A folder with `train/` and `test/`; default: `$FAS
         own = cdir == path/CACHE_SUBDIR
         for old in cdir.glob('cifar10_*.npz' if own else f'cifar10_{key}_*.npz'):
             if old != cfile: old.unlink(missing_ok=True)
-        if verbose: print(f"Decoded {len(trn_x)+len(tst_x):,} images in {time.time()-t0:.1f}s; cached in {cfile}")
+        if verbose: print(f"Decoded {len(trn_x)+len(tst_x):,} images in {time.time()-t0:.1f}s; cached in {show_path(cfile)}")
     except OSError as e:
         if verbose: print(f"Decoded {len(trn_x)+len(tst_x):,} images; the cache was not written ({e})")
         cfile = None

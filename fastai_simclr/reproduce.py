@@ -10,7 +10,7 @@ import contextlib, os, platform, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import torch
-from .utils import check_num, read_json, atomic_write_json, clean_temps, resolve_device
+from .utils import check_num, read_json, atomic_write_json, clean_temps, resolve_device, show_path
 from fastai.basics import *
 from .data import CIFARData, load_cifar10, cifar10_path, _scan, _fingerprint
 from .model import load_encoder
@@ -228,5 +228,5 @@ def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, spee
     res['seconds'] = {'pretrain': round(sum(h['seconds'] for h in pre['history']), 1), 'knn': knn['seconds'], 'probe': probe['seconds'],
                       'baseline': res['baseline']['seconds'], 'finetune': res['finetune']['seconds']}
     write_report(res, out, data)
-    log(f"[report] {out/'report.md'} ({time.time()-t_all:.0f}s in this call)")
+    log(f"[report] {show_path(out/'report.md')} ({time.time()-t_all:.0f}s in this call)")
     return res

@@ -1,4 +1,4 @@
-"""bfloat16 autocast, channels-last memory format and `torch.compile` for any fastai `Learner`, as callbacks: on by default on a GPU, off on a CPU
+"""bfloat16 autocast, channels-last memory format and `torch.compile` for any fastai `Learner`, as callbacks: on by default on a GPU and on CPUs that compute bfloat16 natively
 
 Docs: https://fastai-simclr.github.io/fastai_simclr/speed.html.md"""
 
@@ -13,7 +13,7 @@ from fastai.basics import Callback, default_device
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 
 # %% auto #0
-__all__ = ['BF16', 'ToChannelsLast', 'CompileModel', 'resolve_speed', 'speed_cbs']
+__all__ = ['BF16', 'ToChannelsLast', 'CompileModel', 'bf16_native', 'resolve_speed', 'speed_cbs']
 
 # %% ../nbs/13_speed.ipynb #34915e5d
 def _device_type(device=None)->str:
@@ -46,12 +46,21 @@ class CompileModel(Callback):
         if getattr(m, '_compiled_call_impl', None) is None: m.compile(**self.kwargs)
 
 # %% ../nbs/13_speed.ipynb #207167ce
+def bf16_native(device=None, # A device or its type; default: fastai's `default_device()`
+               )->bool:
+    "Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16 or AMX-BF16"
+    dev = _device_type(device)
+    if dev == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev != 'cpu' or not hasattr(torch.cpu, 'get_capabilities'): return False
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get('avx512_bf16') or caps.get('amx_bf16'))
+
 def _opt(name, v):
     if v is not None and not isinstance(v, bool): raise TypeError(f"{name} must be True, False or None (device default), got {v!r}")
     return v
 
-def resolve_speed(bf16:bool|None=None, # bfloat16 autocast; None: on for CUDA, off otherwise
-                  channels_last:bool|None=None, # Channels-last model and inputs; None: on for CUDA, off otherwise
+def resolve_speed(bf16:bool|None=None, # bfloat16 autocast; None: on where `bf16_native(device)`
+                  channels_last:bool|None=None, # Channels-last model and inputs; None: on where `bf16_native(device)`
                   compile:bool=False, # `torch.compile` the model
                   device=None, # Where training runs; default: fastai's `default_device()`
                  )->dict:
@@ -60,12 +69,12 @@ def resolve_speed(bf16:bool|None=None, # bfloat16 autocast; None: on for CUDA, o
     bf16,channels_last,compile = _opt('bf16', bf16),_opt('channels_last', channels_last),_opt('compile', compile)
     if dev == 'cuda' and bf16 and not torch.cuda.is_bf16_supported():
         raise ValueError("this GPU does not support bfloat16; run with --no-bf16")
-    gpu = dev == 'cuda'
-    return {'device_type': dev, 'bf16': gpu if bf16 is None else bf16,
-            'channels_last': gpu if channels_last is None else channels_last, 'compile': bool(compile)}
+    fast = bf16_native(dev)
+    return {'device_type': dev, 'bf16': fast if bf16 is None else bf16,
+            'channels_last': fast if channels_last is None else channels_last, 'compile': bool(compile)}
 
-def speed_cbs(bf16:bool|None=None, # bfloat16 autocast; None: on for CUDA, off otherwise
-              channels_last:bool|None=None, # Channels-last model and inputs; None: on for CUDA, off otherwise
+def speed_cbs(bf16:bool|None=None, # bfloat16 autocast; None: on where `bf16_native(device)`
+              channels_last:bool|None=None, # Channels-last model and inputs; None: on where `bf16_native(device)`
               compile:bool=False, # `torch.compile` the model
               device=None, # Where training runs; default: fastai's `default_device()`
              )->list:

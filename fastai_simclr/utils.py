@@ -15,7 +15,8 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['FAULT_ENV', 'TMP_SUFFIX', 'CIFAR_STATS', 'SEED_CIFAR_STATS', 'check_num', 'fault_point', 'OutputError',
            'atomic_write', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save',
-           'atomic_savefig', 'read_json', 'clean_temps', 'resolve_device', 'seeded_subset', 'normalize', 'denormalize']
+           'atomic_savefig', 'read_json', 'clean_temps', 'show_path', 'resolve_device', 'seeded_subset', 'normalize',
+           'denormalize']
 
 # %% ../nbs/00_utils.ipynb #57535392
 def _fmt_range(lo, hi, lo_open, hi_open, integer):
@@ -145,6 +146,18 @@ def clean_temps(folder, # A folder whose atomic-write leftovers to remove (recur
             try: p.unlink(); gone.append(p)
             except OSError: pass
     return gone
+
+# %% ../nbs/00_utils.ipynb #4e5381f3
+def show_path(path, # A file or folder to name in a message
+              base=None, # Optional folder: a path inside it is shown relative to it
+             )->str:
+    "`path` as a message shows it: relative to `base` when inside it, `~` for the home folder"
+    p = Path(path).expanduser()
+    if base is not None:
+        try: return str(p.resolve().relative_to(Path(base).expanduser().resolve()))
+        except ValueError: pass
+    try: return str(Path('~')/p.relative_to(Path.home()))
+    except ValueError: return str(p)
 
 # %% ../nbs/00_utils.ipynb #33fbd12b
 def resolve_device(device=None, # `None` (fastai's `default_device()`), a `torch.device`, or a string such as 'cpu', 'cuda', 'cuda:1'

@@ -2,6 +2,8 @@
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest
+from fastai_simclr.speed import bf16_native
+NATIVE = bf16_native('cpu')   # the device default of this CPU
 from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,7 +20,7 @@ def test_bench_prints_figures_ratios_and_split(tmp_path, cifar_path):
     res = json.loads((tmp_path/'b.json').read_text())
     assert res['ours']['views_per_s'] > 0 and res['plain']['views_per_s'] > 0 and len(res['ours']['rounds']) == 2
     assert res['ours_over_plain'] == pytest.approx(res['ours']['views_per_s'] / res['plain']['views_per_s'])
-    assert res['config']['speed'] == {'device_type': 'cpu', 'bf16': False, 'channels_last': False, 'compile': False}
+    assert res['config']['speed'] == {'device_type': 'cpu', 'bf16': NATIVE, 'channels_last': NATIVE, 'compile': False}
 
 def test_bench_speed_flags_are_recorded(tmp_path, cifar_path):
     r = run_cli('bench', '--data', str(cifar_path), *TINY, '--only', 'ours', '--bf16', '--channels-last', '--json', str(tmp_path/'b.json'))
@@ -57,7 +59,7 @@ def test_gpu_reproduce_script_cpu_path(tmp_path, cifar_path):
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
     for f in ('results.json', 'report.md', 'bench.json', 'timing.txt'): assert (out/f).is_file(), f
     res = json.loads((out/'results.json').read_text())
-    assert res['preset']['name'] == 'smoke' and res['speed'] == {'device_type': 'cpu', 'bf16': False, 'channels_last': False, 'compile': False}
+    assert res['preset']['name'] == 'smoke' and res['speed'] == {'device_type': 'cpu', 'bf16': NATIVE, 'channels_last': NATIVE, 'compile': False}
     assert 'ours/plain:' in r.stdout and 'benchmark' in (out/'timing.txt').read_text()
 
 def test_gpu_reproduce_script_refuses_missing_cuda(tmp_path, cifar_path):
