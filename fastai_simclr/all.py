@@ -8,6 +8,7 @@ Docs: https://fastai-simclr.github.io/fastai_simclr/all.html.md"""
 __all__ = []
 
 # %% ../nbs/21_all.ipynb #a931123d
+from .utils import *
 from .data import *
 from .model import *
 from .loss import *
@@ -19,13 +20,12 @@ from .knn import *
 from .checkpoint import *
 from .recipes import *
 from .reproduce import *
+from .report import *
 from .distributed import *
 from .speed import *
 
 # %% ../nbs/21_all.ipynb #15caf633
-import fastai_simclr.data as _data, fastai_simclr.model as _model, fastai_simclr.loss as _loss, fastai_simclr.augment as _augment
-import fastai_simclr.callback as _callback, fastai_simclr.schedules as _schedules, fastai_simclr.optim as _optim, fastai_simclr.knn as _knn
-import fastai_simclr.checkpoint as _checkpoint, fastai_simclr.recipes as _recipes, fastai_simclr.reproduce as _reproduce, fastai_simclr.distributed as _distributed
-import fastai_simclr.speed as _speed
+import importlib
+_MODULES = ['utils', 'data', 'model', 'loss', 'augment', 'callback', 'schedules', 'optim', 'knn', 'checkpoint', 'recipes', 'reproduce', 'report', 'distributed', 'speed']
 # the union of the modules' public names (nbdev would otherwise leave this module's `__all__` empty)
-__all__ = [n for m in (_data, _model, _loss, _augment, _callback, _schedules, _optim, _knn, _checkpoint, _recipes, _reproduce, _distributed, _speed) for n in m.__all__]
+__all__ = [n for m in _MODULES for n in importlib.import_module(f'fastai_simclr.{m}').__all__]

@@ -7,27 +7,15 @@ from fastai.vision.all import TensorImage, TensorCategory, IntToFloatTensor, Nor
 from fastai_simclr.callback import SimCLRCallback
 from fastai_simclr.loss import NTXentLoss, nt_xent
 from fastai_simclr.model import create_simclr_model
+from fastai_simclr.test_utils import tiny_simclr_model as tiny_model, synth_image_dls as synth_dls
 
-STATS = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
+from fastai_simclr.utils import CIFAR_STATS as STATS
 
 @pytest.fixture(autouse=True)
 def _threads():
     n = torch.get_num_threads(); torch.set_num_threads(1); torch.manual_seed(0)
     yield
     torch.set_num_threads(n)
-
-def tiny_model():
-    enc = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    enc.num_features = 8
-    return create_simclr_model(enc, 16, 8)
-
-def synth_dls(n_train=32, n_valid=32, labeled=False, bs=16, normalize=True):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (n_train + n_valid, 3, 32, 32), dtype=torch.uint8, generator=g)
-    items = [(TensorImage(x[i]), TensorCategory(i % 10)) if labeled else (TensorImage(x[i]),) for i in range(len(x))]
-    tfms = lambda: [IntToFloatTensor()] + ([Normalize.from_stats(*STATS, cuda=False)] if normalize else [])
-    return DataLoaders(TfmdDL(items[:n_train], bs=bs, shuffle=True, drop_last=True, after_batch=tfms()),
-                       TfmdDL(items[n_train:], bs=bs, after_batch=tfms()))
 
 class Spy(Callback):
     "Record what the model gets, after `SimCLRCallback.before_batch`"

@@ -2,18 +2,8 @@
 import math, pytest, torch
 import torch.nn.functional as F
 from fastai_simclr.loss import *
+from fastai_simclr.test_utils import ref_nt_xent
 
-def ref_nt_xent(z1, z2, t):
-    "SimCLR eq. 1 written out: explicit loop over the 2N anchors, exp and sums, float64"
-    z = torch.cat([z1, z2]).double()
-    z = z / z.norm(dim=1, keepdim=True)
-    n2 = len(z); n = n2 // 2
-    total = 0.
-    for i in range(n2):
-        j = (i + n) % n2
-        den = sum(torch.exp(z[i] @ z[k] / t) for k in range(n2) if k != i)
-        total = total - torch.log(torch.exp(z[i] @ z[j] / t) / den)
-    return total / n2
 
 @pytest.mark.parametrize('n', [2, 3, 8])
 @pytest.mark.parametrize('t', [0.1, 0.5, 2.0])

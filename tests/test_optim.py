@@ -5,20 +5,16 @@ from fastai.basics import Learner, DataLoaders
 from fastai.data.load import DataLoader as FaDL
 from fastai_simclr.optim import TorchAdam
 from fastai_simclr.schedules import ExpDecayLR, StepLR
+from fastai_simclr.test_utils import tiny_mlp, synth_vectors, synth_vector_dls
 
 N, BS = 64, 16
-g = torch.Generator().manual_seed(0)
-XS, YS = torch.randn(N, 8, generator=g), torch.randint(0, 3, (N,), generator=g)
-
-def tiny_model(seed=42):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+XS, YS = synth_vectors(N)
+tiny_model = tiny_mlp
 
 def split2(m): return [list(m[0].parameters()), list(m[1].parameters()) + list(m[3].parameters())]
 
 def mk_learner(path=None, model=None, **kwargs):
-    ds = list(zip(XS, YS))
-    dls = DataLoaders(FaDL(ds, bs=BS, shuffle=False), FaDL(ds[:BS], bs=BS), device='cpu')
+    dls = synth_vector_dls(XS, YS, BS)
     return Learner(dls, model or tiny_model(), loss_func=nn.CrossEntropyLoss(), opt_func=TorchAdam, path=path or '.', **kwargs)
 
 def torch_loop(n_epoch, lr_at, wd, groups=False, model=None):
@@ -63,8 +59,7 @@ def test_weight_decay_is_l2_and_reaches_torch():
     assert not torch.allclose(learn.model[1].weight, m[1].weight, atol=1e-4)
 
 def test_decoupled_matches_adamw():
-    ds = list(zip(XS, YS))
-    dls = DataLoaders(FaDL(ds, bs=BS, shuffle=False), FaDL(ds[:BS], bs=BS), device='cpu')
+    dls = synth_vector_dls(XS, YS, BS)
     from functools import partial
     learn = Learner(dls, tiny_model(), loss_func=nn.CrossEntropyLoss(), opt_func=partial(TorchAdam, decouple_wd=True), wd=1e-1)
     learn.fit(2, lr=1e-2)
