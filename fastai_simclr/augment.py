@@ -100,6 +100,7 @@ class PerImageTransform(RandTransform):
     def before_call(self, b, split_idx):
         x = _batch(b); self.do,self.mask = True,torch.rand(x.shape[0], device=x.device) < self.p
 
+# %% ../nbs/03_augment.ipynb #a5e53096
 class RandomFlip(PerImageTransform):
     "Flip each image horizontally with probability `p`"
     split_idx,order = None,25
@@ -113,11 +114,13 @@ def rgb_to_gray(x:Tensor)->Tensor:
     r,g,b = x.unbind(-3)
     return (0.2989*r + 0.587*g + 0.114*b).unsqueeze(-3)
 
+# %% ../nbs/03_augment.ipynb #393b2d50
 def _f(f): return f[:,None,None,None]
 def adjust_brightness(x, f): "Per-image brightness factors `f` `(B,)`"; return (x * _f(f)).clamp(0, 1)
 def adjust_contrast(x, f): "Per-image contrast factors `f` `(B,)`"; return (_f(f)*x + (1-_f(f))*rgb_to_gray(x).mean((-3,-2,-1), keepdim=True)).clamp(0, 1)
 def adjust_saturation(x, f): "Per-image saturation factors `f` `(B,)`"; return (_f(f)*x + (1-_f(f))*rgb_to_gray(x)).clamp(0, 1)
 
+# %% ../nbs/03_augment.ipynb #9abd7df9
 def _rgb2hsv(x):
     r,g,b = x.unbind(-3)
     maxc,minc = x.max(-3).values,x.min(-3).values
@@ -250,6 +253,9 @@ class RandomRotation(RandTransform):
         grid = _rotation_grids(self.angle, *t.shape[-2:], t.dtype)
         return _as(F.grid_sample(t, grid, mode='nearest', padding_mode='zeros', align_corners=False), x)
 
+# %% ../nbs/03_augment.ipynb #fcc95475
+def _pipe(augs): return augs if isinstance(augs, Pipeline) else Pipeline(list(augs), split_idx=0)
+
 # %% ../nbs/03_augment.ipynb #79b0b15d
 def simclr_augs(size:int=32, # Output size
                 min_scale:float=0.08, # Smallest crop area fraction
@@ -263,6 +269,7 @@ def simclr_augs(size:int=32, # Output size
     if blur: tfms.append(GaussianBlur(0.5))
     return tfms
 
+# %% ../nbs/03_augment.ipynb #8ddef934
 def cifar_train_augs(size:int=32, # Output size
                      padding:int=4, # Zero padding before the random crop
                      jitter:float=0.2, # Brightness, contrast, saturation and hue strength
@@ -277,8 +284,6 @@ def cifar_train_augs(size:int=32, # Output size
     return [*crop_flip, Rotate(max_deg=max_deg, p=1.), jit]
 
 # %% ../nbs/03_augment.ipynb #f0f90807
-def _pipe(augs): return augs if isinstance(augs, Pipeline) else Pipeline(list(augs), split_idx=0)
-
 def plot_views(x:Tensor, # Images `(B,3,H,W)`, uint8 or float in [0,1]
                augs=None, # Transforms or a `Pipeline`; default `simclr_augs()`
                n:int=8, # Number of images (columns)
