@@ -31,12 +31,6 @@ PARTS = ('data', 'augment', 'forward', 'loss', 'backward_step', 'other')
 def _sync(device):
     if torch.device(device).type == 'cuda': torch.cuda.synchronize(device)
 
-class _Stamp(Callback):
-    "Time of `before_batch` before every other callback: the data is ready"
-    order = -100
-    def __init__(self, timer): self.timer = timer
-    def before_batch(self): self.timer._mark('bb0')
-
 class StepTimer(Callback):
     "Times `warmup + steps` training steps under `fit`, split at callback events, then cancels the fit"
     order = 100
@@ -68,6 +62,14 @@ class StepTimer(Callback):
         if self.n >= self.warmup + self.steps:
             _sync(self.dls.device); self.seconds = time.perf_counter() - self.t_start
             raise CancelFitException()
+
+
+# %% ../nbs/12_bench.ipynb #ee7e8107
+class _Stamp(Callback):
+    "Time of `before_batch` before every other callback: the data is ready"
+    order = -100
+    def __init__(self, timer): self.timer = timer
+    def before_batch(self): self.timer._mark('bb0')
 
 def _summary(seconds, steps, bs, rows):
     r = {'views_per_s': 2*bs*steps/seconds, 'sec_per_step': seconds/steps, 'steps': steps, 'bs': bs}
@@ -179,6 +181,7 @@ def peer_script()->Path:
     import fastai_simclr
     return Path(fastai_simclr.__file__).resolve().parent.parent/'bench'/'peer_simclr.py'
 
+# %% ../nbs/12_bench.ipynb #faac24ca
 def bench_peer(python, # Python of the peer's virtual environment (`bench/setup_peer.sh` prints it)
                data_path, bs:int=256, steps:int=10, warmup:int=2, device=None, speed:dict=None, seed:int=42, threads:int=None,
                script=None, timeout:float=3600)->dict:
@@ -215,11 +218,13 @@ def format_results(res:dict)->str:
         out.append(f"{k.replace('_over_', '/')}: {v:.3f}x" if v is not None else f"{k.replace('_over_', '/')}: n/a")
     return '\n'.join(out)
 
+# %% ../nbs/12_bench.ipynb #061bccef
 def machine()->str:
     "This machine in a few words"
     cpu = f"{os.cpu_count()} CPU cores, {platform.machine()}"
     return cpu + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ', no GPU')
 
+# %% ../nbs/12_bench.ipynb #c5c9f7b7
 def run_bench(data=None, # CIFAR-10 folder or a `CIFARData` (default: `$FASTAI_SIMCLR_DATA`, else fastai's download)
               bs:int=256, # Images per batch (two views each)
               steps:int=10, # Steps measured
@@ -268,7 +273,7 @@ def run_bench(data=None, # CIFAR-10 folder or a `CIFARData` (default: `$FASTAI_S
     res['ours_over_peer'] = v('ours')/v('peer') if v('ours') and v('peer') else None
     return res
 
-#| export
+# %% ../nbs/12_bench.ipynb #62832993
 def fit_preset(views_per_s:float, # Pre-training throughput, e.g. `run_bench(...)['ours']['views_per_s']`
                budget_s:float=600, # Seconds the whole experiment may take
                candidates=('seed', 'gpu10min'), # Presets in order of preference

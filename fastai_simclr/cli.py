@@ -17,6 +17,7 @@ __all__ = ['SUBCOMMANDS', 'CPU_IMAGES_PER_SECOND', 'CLIError', 'cmd_prepare', 's
 class CLIError(ValueError):
     "A problem with the command line or what it points at, reported as one line"
 
+# %% ../nbs/20_cli.ipynb #0016800b
 def _add_data(p):
     p.add_argument('--data', metavar='DIR', help="CIFAR-10 folder with train/ and test/ (default: $FASTAI_SIMCLR_DATA, else fastai's download)")
 
@@ -151,6 +152,7 @@ def _run(args, pretrain_only=False):
                      command='fastai-simclr ' + ' '.join(sys.argv[1:] if args.argv is None else args.argv), sync_bn=args.sync_bn,
                      speed=_speed_from_args(args), pretrain_only=pretrain_only)
 
+# %% ../nbs/20_cli.ipynb #166b23b8
 def cmd_reproduce(args):
     "Pre-train, k-NN and linear-probe checks, baseline and fine-tune under cross-validation, then the report"
     res = _run(args)
@@ -161,14 +163,6 @@ def cmd_reproduce(args):
           f"validation accuracy (test: {100*b['test_accuracy']['mean']:.1f}% vs {100*f['test_accuracy']['mean']:.1f}%)")
     print(paired_sentence(res['paired']['valid_accuracy'], 'Validation accuracy'))
 
-def cmd_pretrain(args):
-    "SimCLR pre-training only; saves the encoder"
-    res = _run(args, pretrain_only=True)
-    if res is None: return
-    r = res['pretrain']
-    print(f"encoder saved to {r['encoder']} ({len(r['history'])} epochs, final NT-Xent loss {r['history'][-1]['train_loss']:.3f}; "
-          f"{r['processes']} process(es), effective batch {r['effective_batch_size']} pairs)")
-
 @subcommand('reproduce', 'the whole experiment: SimCLR pre-training, k-NN and linear probe, baseline vs fine-tune under CV, report and plots',
             'Pre-train with SimCLR, measure the encoder with k-NN and a linear probe, train the baseline and the fine-tune on every fold, '
             'and write results.json, report.md and PNG plots to --out. An interrupted run resumes when started again with the same --out; '
@@ -177,6 +171,15 @@ def _reproduce_args(p):
     _add_run_args(p)
     p.add_argument('--encoder', metavar='PATH', help='a pre-trained encoder (e.g. runs/seed/pretrain/encoder.pth): skip pre-training')
     p.set_defaults(func=cmd_reproduce)
+
+# %% ../nbs/20_cli.ipynb #384f5f99
+def cmd_pretrain(args):
+    "SimCLR pre-training only; saves the encoder"
+    res = _run(args, pretrain_only=True)
+    if res is None: return
+    r = res['pretrain']
+    print(f"encoder saved to {r['encoder']} ({len(r['history'])} epochs, final NT-Xent loss {r['history'][-1]['train_loss']:.3f}; "
+          f"{r['processes']} process(es), effective batch {r['effective_batch_size']} pairs)")
 
 @subcommand('pretrain', 'SimCLR pre-training only, saving the encoder to <out>/pretrain/encoder.pth',
             'SimCLR pre-training with the preset\'s settings; resumable like reproduce, and the same --out can then be given to reproduce.')
@@ -233,6 +236,7 @@ def make_parser()->argparse.ArgumentParser:
     for name,(setup,hlp,desc) in SUBCOMMANDS.items(): setup(sub.add_parser(name, help=hlp, description=desc))
     return parser
 
+# %% ../nbs/20_cli.ipynb #9231c78a
 def main(argv=None):
     "Entry point of the `fastai-simclr` command; returns the exit status"
     parser = make_parser()

@@ -13,17 +13,6 @@ from fastcore.basics import store_attr
 # %% auto #0
 __all__ = ['EpochLRSchedule', 'ExpDecayLR', 'StepLR']
 
-# %% ../nbs/05_schedules.ipynb #7b43552d
-def _check_pos(name, v):
-    if isinstance(v, bool) or not isinstance(v, Real) or not v > 0:
-        raise ValueError(f"`{name}` must be a positive number, got {v!r}")
-    return float(v)
-
-def _check_int(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, Integral) or v < lo:
-        raise ValueError(f"`{name}` must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
 # %% ../nbs/05_schedules.ipynb #e3617505
 class EpochLRSchedule(Callback):
     "Base class: set the optimizer's `lr` to `self.lr_at(self.epoch)` before each epoch and record it"
@@ -38,6 +27,17 @@ class EpochLRSchedule(Callback):
     def _check_epoch(self, epoch):
         if isinstance(epoch, bool) or not isinstance(epoch, Integral) or epoch < 0:
             raise ValueError(f"`epoch` must be an integer >= 0, got {epoch!r}")
+
+# %% ../nbs/05_schedules.ipynb #7b43552d
+def _check_pos(name, v):
+    if isinstance(v, bool) or not isinstance(v, Real) or not v > 0:
+        raise ValueError(f"`{name}` must be a positive number, got {v!r}")
+    return float(v)
+
+def _check_int(name, v, lo):
+    if isinstance(v, bool) or not isinstance(v, Integral) or v < lo:
+        raise ValueError(f"`{name}` must be an integer >= {lo}, got {v!r}")
+    return int(v)
 
 # %% ../nbs/05_schedules.ipynb #b9acb346
 class ExpDecayLR(EpochLRSchedule):

@@ -55,6 +55,7 @@ def bf16_native(device=None, # A device or its type; default: fastai's `default_
     caps = torch.cpu.get_capabilities()
     return bool(caps.get('avx512_bf16') or caps.get('amx_bf16'))
 
+# %% ../nbs/13_speed.ipynb #644b09fa
 def _opt(name, v):
     if v is not None and not isinstance(v, bool): raise TypeError(f"{name} must be True, False or None (device default), got {v!r}")
     return v
@@ -73,6 +74,7 @@ def resolve_speed(bf16:bool|None=None, # bfloat16 autocast; None: on where `bf16
     return {'device_type': dev, 'bf16': fast if bf16 is None else bf16,
             'channels_last': fast if channels_last is None else channels_last, 'compile': bool(compile)}
 
+# %% ../nbs/13_speed.ipynb #ee4babb9
 def speed_cbs(bf16:bool|None=None, # bfloat16 autocast; None: on where `bf16_native(device)`
               channels_last:bool|None=None, # Channels-last model and inputs; None: on where `bf16_native(device)`
               compile:bool=False, # `torch.compile` the model

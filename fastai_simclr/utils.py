@@ -147,7 +147,7 @@ def clean_temps(folder, # A folder whose atomic-write leftovers to remove (recur
             except OSError: pass
     return gone
 
-# %% ../nbs/00_utils.ipynb #03835433
+# %% ../nbs/00_utils.ipynb #d236fe0e
 def show_path(path, # A file or folder to name in a message
               base=None, # Optional folder: a path inside it is shown relative to it
              )->str:
