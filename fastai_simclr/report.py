@@ -11,7 +11,7 @@ import torch
 import matplotlib, matplotlib.ticker
 import matplotlib.pyplot as plt
 from pathlib import Path
-from .utils import atomic_write_json, atomic_write_text, atomic_savefig
+from .utils import atomic_write_json, atomic_write_text, atomic_savefig, show_path
 from .augment import plot_views
 from .recipes import Preset, preset_simclr_augs, preset_train_augs, test_indices
 try: from fastai_simclr.evaluate import paired_interval   # SEAM: the eval branch's module
@@ -213,7 +213,7 @@ def report_markdown(res:dict # `summarize`d results of a run
            '## Provenance', '',
            f"- command: `{res['command']}`", f"- machine: {res['machine']}",
            f"- device: {res['device']}" + (f" ({', '.join(x for x in ('bf16', 'channels_last', 'compile') if spd.get(x)) or 'float32'})" if spd else ''),
-           f"- data: {res['data']}" + (f" (fingerprint {res['data_fingerprint']})" if res.get('data_fingerprint') else ''),
+           f"- data: {show_path(res['data'])}" + (f" (fingerprint {res['data_fingerprint']})" if res.get('data_fingerprint') else ''),
            f"- seed: {res['seed']}", f"- code: {code}",
            f"- versions: " + ', '.join(f'{a} {v}' for a,v in res['versions'].items()),
            f"- wall time per phase (s): " + ', '.join(f'{a} {v}' for a,v in res['seconds'].items()),

@@ -6,6 +6,7 @@ Docs: https://fastai-simclr.github.io/fastai_simclr/speed.html.md"""
 
 # %% ../nbs/13_speed.ipynb #afd595b2
 from __future__ import annotations
+import warnings
 import torch
 from torch import Tensor
 from torch.amp import autocast
@@ -23,7 +24,9 @@ class BF16(MixedPrecision):
     "fastai's `MixedPrecision('bf16')` (as `learn.to_bf16()` adds it), autocasting on the data's device: CUDA, or CPU too"
     def __init__(self): super().__init__(AMPMode.BF16)
     def before_fit(self):
-        super().before_fit()
+        with warnings.catch_warnings():   # fastai warns that autocast is off without CUDA; it is turned on for the CPU below
+            warnings.filterwarnings('ignore', message='CUDA is not available', category=UserWarning)
+            super().before_fit()
         dev = _device_type(getattr(self.dls, 'device', None))
         if dev != 'cuda': self.autocast = autocast(dev, dtype=torch.bfloat16)
 
