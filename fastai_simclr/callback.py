@@ -6,6 +6,7 @@ Docs: https://fastai-simclr.github.io/fastai_simclr/callback.html.md"""
 
 # %% ../nbs/04_callback.ipynb #e8fcfd75
 from __future__ import annotations
+import inspect
 from functools import partial
 import torch
 from torch import Tensor
@@ -28,19 +29,28 @@ def _stats(norm, x):
     m,s = norm.mean,norm.std
     return torch.as_tensor(m).to(x.device, x.dtype),torch.as_tensor(s).to(x.device, x.dtype)
 
+def _takes_two(model)->bool:
+    "Whether `model(a, b)` is a valid call: a `*args` or at least two positional parameters in its forward"
+    ps = inspect.signature(model.forward).parameters.values()
+    return any(p.kind == p.VAR_POSITIONAL for p in ps) or sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in ps) >= 2
+
 class SimCLRCallback(Callback):
     "SimCLR pre-training: two augmented views per image, NT-Xent loss and a contrastive-accuracy metric"
     order = 0 # after `TrainEvalCallback` (-10), before `MixedPrecision` (10) and `Recorder` (50)
     def __init__(self, augs=None, # Batch transforms on [0,1] images, or a `Pipeline`; default `simclr_augs()`
                  temperature:float=0.5, # NT-Xent temperature
-                 gather=None # Optional `gather(z1n, z2n) -> (Z1, Z2, start)` across processes, see `nt_xent`
+                 gather=None, # Optional `gather(z1n, z2n) -> (Z1, Z2, start)` across processes, see `nt_xent`
+                 views:str='joint', # 'joint': both views in one forward pass; 'separate': one pass per view (BatchNorm statistics per view, as the original)
                 ):
-        self.loss,self.temperature,self.gather = NTXentLoss(temperature, gather),temperature,gather
+        if views not in ('joint', 'separate'): raise ValueError(f"views must be 'joint' or 'separate', got {views!r}")
+        self.loss,self.temperature,self.gather,self.view_mode = NTXentLoss(temperature, gather),temperature,gather,views
         self.augs = simclr_augs() if augs is None else augs
         self.pipe,self.labels,self._saved = _pipe(self.augs),None,None
 
     def before_fit(self):
         "Swap in the NT-Xent loss and add the contrastive-accuracy metric"
+        if self.view_mode == 'separate' and not _takes_two(self.learn.model):
+            raise ValueError("views='separate' needs a model whose forward takes the two view batches, as `SimCLRModel` does")
         if self._saved is None: self._saved = (self.learn.loss_func, self.learn.metrics)
         self.learn.loss_func = self.loss
         self.learn.metrics = L(self._saved[1]) + [AvgMetric(contrastive_accuracy)]
@@ -75,7 +85,8 @@ class SimCLRCallback(Callback):
             self.learn.yb = ()
             if hasattr(self.learn, 'pred'): del self.learn.pred
             raise CancelBatchException()
-        self.learn.xb = (self.views(x),)
+        v = self.views(x)
+        self.learn.xb = (v,) if self.view_mode == 'joint' else (v[:n], v[n:])
         i = torch.arange(n, device=x.device)
         self.learn.yb = (torch.cat([i + n, i]),)
 

@@ -268,6 +268,14 @@ def _check_bs(bs, n, what):
 
 def _device(device): return default_device() if device is None else torch.device(device)
 
+def _check_stats(stats, n_channels):
+    try:
+        mean, std = (np.asarray(s, dtype=float) for s in stats)
+        ok = mean.shape == std.shape == (n_channels,) and np.isfinite(mean).all() and (std > 0).all()
+    except (TypeError, ValueError): ok = False
+    if not ok: raise DataError(f"stats must be (mean, std) with {n_channels} finite values each and std > 0, got {stats!r}")
+    return stats
+
 def unlabeled_dls(data:CIFARData, # From `load_cifar10`
                   bs:int=256, # Batch size (pairs of views per batch for SimCLR)
                   n:int=None, # Use `n` training images (a seeded random subset); default: all
@@ -275,6 +283,7 @@ def unlabeled_dls(data:CIFARData, # From `load_cifar10`
                   seed:int=42, # Fixes the subsets and the shuffling
                   device=None, # Default: fastai's `default_device()`
                   batch_tfms=None, # Extra batch transforms, before `Normalize`
+                  stats=CIFAR_STATS, # `(mean, std)` per channel for `Normalize`: `CIFAR_STATS` (measured) or `SEED_CIFAR_STATS` (the original's)
                  )->DataLoaders:
     "DataLoaders of training images without labels for SimCLR pre-training; the test images are the validation set"
     g = torch.Generator().manual_seed(seed)
@@ -284,7 +293,7 @@ def unlabeled_dls(data:CIFARData, # From `load_cifar10`
         trn = trn[:n].sort().values
     val = torch.randperm(len(data.test_x), generator=g)[:valid_n if valid_n else None].sort().values
     _check_bs(bs, len(trn), 'training images')
-    tfms = [IntToFloatTensor(), *L(batch_tfms), Normalize.from_stats(*CIFAR_STATS, cuda=False)]
+    tfms = [IntToFloatTensor(), *L(batch_tfms), Normalize.from_stats(*_check_stats(stats, data.train_x.shape[1]), cuda=False)]
     set_seed(seed)
     dev = _device(device)
     dls = [ArrayDL(ArrayDataset(x[i], split_idx=split), bs=bs, shuffle=split==0, drop_last=True, num_workers=0, after_batch=tfms, device=dev)
@@ -294,14 +303,6 @@ def unlabeled_dls(data:CIFARData, # From `load_cifar10`
     return DataLoaders(*dls, device=dev)
 
 # %% ../nbs/00_data.ipynb #a9c09ebf
-def _check_stats(stats, n_channels):
-    try:
-        mean, std = (np.asarray(s, dtype=float) for s in stats)
-        ok = mean.shape == std.shape == (n_channels,) and np.isfinite(mean).all() and (std > 0).all()
-    except (TypeError, ValueError): ok = False
-    if not ok: raise DataError(f"stats must be (mean, std) with {n_channels} finite values each and std > 0, got {stats!r}")
-    return stats
-
 def fold_dls(data:CIFARData, # From `load_cifar10`
              fold:int=0, # The validation fold, in `0..n_splits-1`
              n_splits:int=5, # Number of cross-validation folds

@@ -9,18 +9,17 @@ from __future__ import annotations
 from numbers import Integral, Real
 import torch
 import torch.nn.functional as F
-from .data import CIFAR_STATS
+from .utils import CIFAR_STATS, normalize
 
 # %% auto #0
 __all__ = ['encoder_features', 'knn_predict', 'knn_accuracy', 'knn_eval']
 
 # %% ../nbs/07_knn.ipynb #1e6d8b61
-def _prep_images(xb, device):
-    "uint8 `(B,3,H,W)` -> float, CIFAR-normalized, on `device`; float batches (already normalized by a DataLoader) pass through"
+def _prep_images(xb, device, stats=CIFAR_STATS):
+    "uint8 `(B,3,H,W)` -> float, normalized with `stats`, on `device`; float batches (already normalized by a DataLoader) pass through"
     xb = torch.as_tensor(xb).as_subclass(torch.Tensor).to(device)  # drop fastai's tensor subclasses
     if xb.dtype != torch.uint8: return xb
-    mean,std = (torch.tensor(s, device=device).view(1,-1,1,1) for s in CIFAR_STATS)
-    return (xb.float()/255 - mean)/std
+    return normalize(xb, stats)
 
 def _check_images(x):
     if not isinstance(x, torch.Tensor): x = torch.as_tensor(x)
@@ -36,6 +35,7 @@ def encoder_features(encoder:torch.nn.Module, # Maps a batch `(B,3,H,W)` to feat
                      bs:int=512, # Batch size for uint8 images
                      device=None, # Default: the encoder's device
                      with_labels:bool=False, # For a `DataLoader`: also return the labels (second element of each batch)
+                     stats=CIFAR_STATS, # `(mean, std)` that uint8 images are normalized with, as in training
                     ):
     "L2-normalized, flattened features `(N,D)` of `encoder` in eval mode, without gradients"
     if isinstance(bs, bool) or not isinstance(bs, Integral) or bs < 1: raise ValueError(f"`bs` must be a positive integer, got {bs!r}")
@@ -53,7 +53,7 @@ def encoder_features(encoder:torch.nn.Module, # Maps a batch `(B,3,H,W)` to feat
     try:
         feats,labels = [],[]
         for xb,yb in batches:
-            feats.append(F.normalize(encoder(_prep_images(xb, device)).flatten(1).float(), dim=1))
+            feats.append(F.normalize(encoder(_prep_images(xb, device, stats)).flatten(1).float(), dim=1))
             if with_labels: labels.append(torch.as_tensor(yb).as_subclass(torch.Tensor).to(device))
     finally: encoder.train(was_training)
     if not feats: raise ValueError("the DataLoader gave no batches")
@@ -124,9 +124,10 @@ def knn_eval(encoder:torch.nn.Module, # The encoder to monitor
              bs:int=512, # Batch size of the feature extraction
              device=None, # Default: the encoder's device
              n_classes:int|None=None, # Default: `max(train_y)+1`
+             stats=CIFAR_STATS, # `(mean, std)` the encoder was trained with (the preset's normalisation)
             )->float: # Top-1 k-NN accuracy in [0, 1]
     "k-NN accuracy of `encoder`'s features: `train_x` is the labelled bank, `test_x` the queries"
     if k > len(train_x): raise ValueError(f"k={k} is larger than the bank ({len(train_x)} images)")
-    bank = encoder_features(encoder, train_x, bs=bs, device=device)
-    query = encoder_features(encoder, test_x, bs=bs, device=device)
+    bank = encoder_features(encoder, train_x, bs=bs, device=device, stats=stats)
+    query = encoder_features(encoder, test_x, bs=bs, device=device, stats=stats)
     return knn_accuracy(bank, train_y, query, test_y, k=k, temperature=temperature, n_classes=n_classes)

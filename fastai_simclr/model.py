@@ -51,7 +51,10 @@ class EncoderWithHead(nn.Module):
                 ):
         super().__init__()
         self.encoder,self.head = encoder,head
-    def forward(self, x): return self.head(self.encoder(x))
+    def forward(self, *xs):
+        "`head(encoder(x))`; given several batches, each is forwarded on its own (BatchNorm statistics per batch) and the outputs concatenated"
+        if len(xs) == 1: return self.head(self.encoder(xs[0]))
+        return torch.cat([self.head(self.encoder(x)) for x in xs])
 
 class SimCLRModel(EncoderWithHead):
     "Encoder followed by a projection head; `forward` returns the embeddings `head(encoder(x))`"

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Literal
 import numpy as np
 import torch
-from .utils import check_num, seeded_subset, read_json, atomic_write_json, fault_point, CIFAR_STATS, SEED_CIFAR_STATS
+from .utils import check_num, seeded_subset, read_json, atomic_write_json, fault_point, resolve_device, normalize
+from .utils import CIFAR_STATS, SEED_CIFAR_STATS
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from fastai.basics import *
 from fastai.metrics import accuracy
 from fastai.losses import CrossEntropyLossFlat
@@ -25,32 +29,14 @@ from .schedules import ExpDecayLR, StepLR
 from .optim import TorchAdam
 from .checkpoint import fit_resumable
 from .knn import knn_eval
-from .distributed import is_main_process, simclr_distrib_ctx
+from .distributed import is_main_process   # also adds `Learner.simclr_distrib_ctx`, used by `run_pretrain`
 
 # %% auto #0
 __all__ = ['PRESET_LIMITS', 'TUPLE_LIMITS', 'PRESETS', 'SALTS', 'Preset', 'PresetField', 'preset_fields', 'parse_setting',
            'rescale_step', 'rescale_exp', 'get_preset', 'estimate_seconds', 'preset_stats', 'preset_encoder',
            'preset_simclr_augs', 'preset_train_augs', 'pretrain_learner', 'baseline_learner', 'finetune_learner',
            'check_seed', 'labeled_indices', 'pretrain_indices', 'test_indices', 'subset_data', 'check_data',
-           'read_result', 'run_pretrain', 'run_fold', 'run_knn', 'run_probe']
-
-# %% ../nbs/09_recipes.ipynb #aa316fdd
-# SEAM (until the fid, views and eval branches are merged): keyword arguments agreed between the branches that a callee of
-# this branch may not take yet. `_compat` leaves out only these, and only where the callee lacks them; once every branch is
-# merged it passes everything through and can be deleted.
-_PENDING_KWARGS = {'stats', 'subset', 'method', 'views', 'rotation'}
-
-def _compat(f, *args, **kwargs):
-    "`f(*args, **kwargs)`, leaving out the agreed-but-not-yet-merged keyword arguments `f` does not take"
-    ps = inspect.signature(f).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in ps.values()):
-        missing = set(kwargs) - set(ps)
-        if missing - _PENDING_KWARGS: raise TypeError(f"{getattr(f, '__name__', f)} takes no {', '.join(sorted(missing))}")
-        kwargs = {k: v for k, v in kwargs.items() if k not in missing}
-    return f(*args, **kwargs)
-
-try: from fastai_simclr.evaluate import linear_probe   # SEAM: the eval branch's module
-except ImportError: linear_probe = None
+           'read_result', 'run_pretrain', 'run_fold', 'linear_probe', 'run_knn', 'run_probe']
 
 # %% ../nbs/09_recipes.ipynb #0cef313f
 @dataclass
@@ -352,7 +338,7 @@ def preset_simclr_augs(p:Preset)->list:
 
 def preset_train_augs(p:Preset)->list:
     "The supervised augmentation of `p` (training batches of the baseline and the fine-tune)"
-    return _compat(cifar_train_augs, padding=p.sup_padding, jitter=p.sup_jitter, max_deg=p.sup_max_deg, rotation=p.sup_rotation)
+    return cifar_train_augs(padding=p.sup_padding, jitter=p.sup_jitter, max_deg=p.sup_max_deg, rotation=p.sup_rotation)
 
 # %% ../nbs/09_recipes.ipynb #14aac215
 def pretrain_learner(dls:DataLoaders, # From `unlabeled_dls`
@@ -363,7 +349,7 @@ def pretrain_learner(dls:DataLoaders, # From `unlabeled_dls`
                      **kwargs)->Learner:
     "The SimCLR pre-training `Learner`: the preset's model, `NTXentLoss`, `SimCLRCallback` with its augmentation, `TorchAdam` and `StepLR`"
     model = create_simclr_model(preset_encoder(p, seed), n_hidden=p.head_hidden, n_out=p.head_out)
-    cb = _compat(SimCLRCallback, augs=preset_simclr_augs(p), stats=preset_stats(p), views=p.views)
+    cb = SimCLRCallback(augs=preset_simclr_augs(p), temperature=p.temperature, gather=gather, views=p.views)
     return Learner(dls, model, loss_func=NTXentLoss(p.temperature, gather), opt_func=TorchAdam, lr=p.pretrain_lr, wd=p.pretrain_wd,
                    cbs=[cb, StepLR(p.pretrain_lr, p.pretrain_step, p.pretrain_gamma), *L(cbs)], **kwargs)
 
@@ -408,7 +394,7 @@ def check_seed(seed, name:str='seed')->int:
 
 def labeled_indices(data:CIFARData, p:Preset, seed:int=42)->np.ndarray:
     "Sorted indices of the labeled subset of `p` (`label_subset` with the preset's fraction and method)"
-    return np.asarray(_compat(label_subset, data.train_y, p.frac, seed, method=p.subset))
+    return np.asarray(label_subset(data.train_y, p.frac, seed, method=p.subset))
 
 def pretrain_indices(data:CIFARData, p:Preset, seed:int=42)->torch.Tensor:
     "Sorted indices of the pre-training images: the labeled subset, then a seeded draw of the others up to `p.pretrain_n`"
@@ -469,10 +455,10 @@ def run_pretrain(data:CIFARData, # From `load_cifar10`
     d = Path(out)/'pretrain'
     if (r := read_result(d)) is not None: return r
     t0 = time.time()
-    dls = dls or unlabeled_dls(subset_data(data, pretrain_indices(data, p, seed)), bs=p.pretrain_bs, valid_n=p.pretrain_valid_n, seed=seed, device=device)
+    dls = dls or unlabeled_dls(subset_data(data, pretrain_indices(data, p, seed)), bs=p.pretrain_bs, valid_n=p.pretrain_valid_n, seed=seed,
+                               device=device, stats=preset_stats(p))
     learn = pretrain_learner(dls, p, seed, gather=gather, cbs=cbs)
-    ctx = simclr_distrib_ctx or Learner.simclr_distrib_ctx   # SEAM: fastcore's `patch` leaves the module's name None until views exposes the function
-    with ctx(learn, sync_bn=sync_bn): # gathered negatives, sharded data; changes nothing in one process
+    with learn.simclr_distrib_ctx(sync_bn=sync_bn): # gathered negatives, sharded data; changes nothing in one process
         hist = fit_resumable(learn, p.pretrain_epochs, d/'checkpoint.pth', seed, extra={'phase': 'pretrain', 'seed': seed})
     ws = max(1, num_distrib())
     r = {'history': hist, 'encoder': str(d/'encoder.pth'), 'images': len(dls.train_ds), 'seconds': round(time.time()-t0, 1),
@@ -500,8 +486,8 @@ def run_fold(data:CIFARData, # From `load_cifar10`
     if kind not in ('baseline', 'finetune'): raise ValueError(f"kind must be 'baseline' or 'finetune', got {kind!r}")
     if kind == 'finetune' and encoder is None: raise ValueError("a fine-tune needs a pre-trained encoder")
     t0 = time.time()
-    dls = _compat(fold_dls, data, fold, p.n_splits, p.frac, seed, p.bs, batch_tfms=preset_train_augs(p), device=device,
-                  stats=preset_stats(p), subset=p.subset)
+    dls = fold_dls(data, fold, p.n_splits, p.frac, seed, p.bs, batch_tfms=preset_train_augs(p), device=device,
+                   stats=preset_stats(p), subset=p.subset)
     learn = _classifier_learner(dls, p, encoder if kind == 'finetune' else None, seed, cbs=cbs)
     hist = fit_resumable(learn, p.epochs, d/'checkpoint.pth', seed, extra={'phase': kind, 'fold': fold, 'seed': seed})
     test_dl = _test_dl(dls, data, p.test_n, seed)
@@ -511,6 +497,23 @@ def run_fold(data:CIFARData, # From `load_cifar10`
     fault_point('phase.before_result')
     atomic_write_json(d/'result.json', r)
     return r
+
+# %% ../nbs/09_recipes.ipynb #90e90283
+def linear_probe(encoder:nn.Module, # A frozen encoder: images `(B,3,H,W)` -> features `(B,D)`
+                 train_x, train_y, # uint8 training images `(N,3,H,W)` and their labels
+                 test_x, test_y, # uint8 test images and labels
+                 stats=CIFAR_STATS, # `(mean, std)` the encoder was trained with
+                 device=None, # Where features are computed (default: CPU)
+                 bs:int=512, # Batch size of the feature extraction
+                 C:float=1.0, # Inverse L2 strength of the logistic regression
+                )->dict:
+    "Test accuracy of a logistic regression on the frozen `encoder`'s standardised features of `train_x`"
+    device = resolve_device(device or 'cpu'); encoder = encoder.to(device).eval()
+    with torch.no_grad():
+        feats = lambda x: torch.cat([encoder(normalize(x[i:i+bs].to(device), stats)).float().cpu() for i in range(0, len(x), bs)]).numpy()
+        ftr, fte = feats(train_x), feats(test_x)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(ftr, np.asarray(train_y))
+    return {'accuracy': float((clf.predict(fte) == np.asarray(test_y)).mean()), 'method': f'logistic regression (scikit-learn, C={C:g}, standardised features)'}
 
 # %% ../nbs/09_recipes.ipynb #50e1ee5b
 def _json_safe(d:dict)->dict: return {k: v for k,v in d.items() if isinstance(v, (bool, int, float, str, type(None)))}
@@ -523,7 +526,7 @@ def run_knn(data:CIFARData, p:Preset, out, encoder_path, seed:int=42, device=Non
     bank = seeded_subset(len(data.train_x), p.knn_bank_n, seed, SALTS['knn_bank'])
     test = test_indices(data, p.knn_test_n, seed, 'knn_test')
     args = (data.train_x[bank], data.train_y[bank], data.test_x[test], data.test_y[test])
-    knn = lambda enc: float(_compat(knn_eval, enc, *args, k=p.knn_k, device=device, stats=preset_stats(p)))
+    knn = lambda enc: float(knn_eval(enc, *args, k=p.knn_k, device=device, stats=preset_stats(p)))
     r = {'random': knn(preset_encoder(p, seed)),   # the same draws as `pretrain_learner`'s initialization
          'pretrained': knn(load_encoder(encoder_path, preset_encoder(p))),
          'bank_n': len(bank), 'test_n': len(test), 'k': p.knn_k}
@@ -538,20 +541,8 @@ def run_probe(data:CIFARData, p:Preset, out, encoder_path, seed:int=42, device=N
     t0 = time.time()
     lab, test = torch.as_tensor(labeled_indices(data, p, seed)), test_indices(data, p.test_n, seed)
     args = (data.train_x[lab], data.train_y[lab], data.test_x[test], data.test_y[test])
-    probe = linear_probe or _linear_probe_fallback
-    res = {k: _json_safe(probe(enc, *args, stats=preset_stats(p), device=device))
+    res = {k: _json_safe(linear_probe(enc, *args, stats=preset_stats(p), device=device))
            for k,enc in (('random', preset_encoder(p, seed)), ('pretrained', load_encoder(encoder_path, preset_encoder(p))))}
     r = {**res, 'train_n': len(lab), 'test_n': len(test), 'seconds': round(time.time() - t0, 1)}
     atomic_write_json(d/'result.json', r)
     return r
-
-def _linear_probe_fallback(encoder, train_x, train_y, test_x, test_y, stats=CIFAR_STATS, device=None):
-    "SEAM: stands in for `evaluate.linear_probe` until the eval branch is merged (features of the frozen encoder, logistic regression)"
-    from sklearn.linear_model import LogisticRegression
-    from fastai_simclr.utils import normalize
-    device = torch.device(device or 'cpu'); encoder = encoder.to(device).eval()
-    with torch.no_grad():
-        feats = lambda x: torch.cat([encoder(normalize(x[i:i+512].to(device), stats)).float().cpu() for i in range(0, len(x), 512)]).numpy()
-        ftr, fte = feats(train_x), feats(test_x)
-    clf = LogisticRegression(max_iter=1000).fit(ftr, np.asarray(train_y))
-    return {'accuracy': float((clf.predict(fte) == np.asarray(test_y)).mean()), 'method': 'fallback'}

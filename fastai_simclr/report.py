@@ -14,12 +14,11 @@ from pathlib import Path
 from .utils import atomic_write_json, atomic_write_text, atomic_savefig, show_path
 from .augment import plot_views
 from .recipes import Preset, preset_simclr_augs, preset_train_augs, test_indices
-try: from fastai_simclr.evaluate import paired_interval   # SEAM: the eval branch's module
-except ImportError: paired_interval = None
+import scipy.stats
 
 # %% auto #0
-__all__ = ['SEED_REPORTED', 'fold_summary', 'epochs_to_reach', 'paired_differences', 'paired_sentence', 'summarize',
-           'plot_comparison', 'plot_pretrain', 'plot_augmentations', 'report_markdown', 'write_report']
+__all__ = ['SEED_REPORTED', 'fold_summary', 'epochs_to_reach', 'paired_interval', 'paired_differences', 'paired_sentence',
+           'summarize', 'plot_comparison', 'plot_pretrain', 'plot_augmentations', 'report_markdown', 'write_report']
 
 # %% ../nbs/10a_report.ipynb #0f16d38b
 SEED_REPORTED = {'baseline': {'accuracy': 0.76, 'train_loss': 0.46}, 'finetune': {'accuracy': 0.82, 'train_loss': 0.22},
@@ -48,9 +47,12 @@ def epochs_to_reach(curve, # Per-epoch values
     return None
 
 # %% ../nbs/10a_report.ipynb #7ea2469a
-def _paired_interval_fallback(a, b, conf=0.95):
-    "SEAM: stands in for `evaluate.paired_interval` until the eval branch is merged"
-    import scipy.stats
+def paired_interval(a, # Per-fold values of the first arm (e.g. the baseline)
+                   b, # The second arm's values on the same folds (e.g. the fine-tune)
+                   conf:float=0.95, # Confidence of the interval
+                  )->dict:
+    "Mean of the paired differences `b - a` with its Student-t confidence interval, t statistic, two-sided p-value and the differences"
+    if len(a) != len(b) or len(a) < 2: raise ValueError(f"paired_interval needs two arms of the same length >= 2, got {len(a)} and {len(b)}")
     d = np.asarray(b, float) - np.asarray(a, float); n = len(d)
     m, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(n))
     tc = float(scipy.stats.t.ppf((1 + conf) / 2, n - 1))
@@ -65,11 +67,10 @@ def paired_differences(folds:dict, # `{'baseline': [...], 'finetune': [...]}` of
     b = {r['fold']: r for r in folds['baseline']}; f = {r['fold']: r for r in folds['finetune']}
     common = sorted(set(b) & set(f))
     if len(common) < 2: return {'folds': common, 'valid_accuracy': None, 'test_accuracy': None, 'conf': conf}
-    pi = paired_interval or _paired_interval_fallback
     val = lambda r: r['history'][-1]['accuracy']
     out = {'folds': common, 'conf': conf}
     for k, get in (('valid_accuracy', val), ('test_accuracy', lambda r: r['test_accuracy'])):
-        out[k] = _plain(pi([get(b[i]) for i in common], [get(f[i]) for i in common], conf))
+        out[k] = _plain(paired_interval([get(b[i]) for i in common], [get(f[i]) for i in common], conf))
     return out
 
 def _plain(o):

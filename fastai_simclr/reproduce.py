@@ -19,12 +19,11 @@ from .recipes import (Preset, get_preset, preset_encoder, check_data, check_seed
 from .report import summarize, write_report
 from .distributed import is_main_process, main_process_first, end_distributed
 from .speed import speed_cbs, resolve_speed
-from . import checkpoint as _checkpoint
-RunLock = getattr(_checkpoint, 'RunLock', None)  # SEAM: the rel branch's lock; without it a run takes none
+from .checkpoint import RunLock
 
 # %% auto #0
-__all__ = ['RunLock', 'versions', 'device_name', 'code_version', 'data_fingerprint', 'ConfigMismatch', 'run_config',
-           'config_differences', 'check_config', 'check_out', 'ProgressLine', 'reproduce']
+__all__ = ['versions', 'device_name', 'code_version', 'data_fingerprint', 'ConfigMismatch', 'run_config', 'config_differences',
+           'check_config', 'check_out', 'ProgressLine', 'reproduce']
 
 # %% ../nbs/10_reproduce.ipynb #fe77f5bd
 def versions()->dict:
@@ -172,14 +171,14 @@ def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
     if main: check_config(out, cfg, write=False)                         # refused before anything is written
     t_all = time.time()
     if not isinstance(data, CIFARData):
-        log(f"[data] reading CIFAR-10 from {data_path} (decoded once into a uint8 cache: the first run takes a minute or two, later ones seconds)")
+        log(f"[data] reading CIFAR-10 from {show_path(data_path)} (decoded once into a uint8 cache: the first run takes a minute or two, later ones seconds)")
         data = main_process_first(load_cifar10, data_path, verbose=False)
         log(f"[data] {len(data.train_x):,} training and {len(data.test_x):,} test images ready ({time.time()-t_all:.0f}s)")
     check_data(p, data, seed)
     with contextlib.ExitStack() as stack:
         if main:
             out.mkdir(parents=True, exist_ok=True)
-            if RunLock is not None: stack.enter_context(RunLock(out))
+            stack.enter_context(RunLock(out))
             clean_temps(out)
             check_config(out, cfg, write=True)                           # again under the lock: another run may have started
         return _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, speed, spd, pretrain_only, fp, t_all)
