@@ -100,11 +100,11 @@ def time_learner(learn:Learner, # A SimCLR `Learner`; its training `DataLoader` 
 
 # %% ../nbs/12_bench.ipynb #6f914660
 def bench_ours(data:CIFARData, bs:int=256, steps:int=10, warmup:int=2, device=None, speed:dict=None, seed:int=42, split=None)->dict:
-    "Throughput and split of the recipe's pre-training `Learner` (`pretrain_learner`) under `learn.fit`"
+    "Throughput and split of the recipe's pre-training `Learner` (`pretrain_learner`) under `learn.fit`, both views in one forward pass like the plain loop and the peer"
     device = torch.device(device or default_device())
     n, n_epoch = _n_images(bs, warmup+steps, len(data.train_x))
     dls = unlabeled_dls(data, bs=bs, n=n, valid_n=2*bs, seed=seed, device=device)
-    learn = pretrain_learner(dls, get_preset('seed', pretrain_bs=bs), seed, cbs=speed_cbs(**(speed or {}), device=device))
+    learn = pretrain_learner(dls, get_preset('seed', pretrain_bs=bs, views='joint'), seed, cbs=speed_cbs(**(speed or {}), device=device))
     if split is None: split = device.type != 'cuda'
     r = time_learner(learn, steps, warmup, split, n_epoch)
     if device.type == 'cuda' and 'split_ms' not in r:  # the split on a GPU: a second run, with a sync at every event

@@ -128,7 +128,7 @@ class ProgressLine(Callback):
     def after_batch(self):
         if self.said or not self.training: return
         if self.t0 is None: self.t0 = time.perf_counter(); return
-        self.k += 1; self.items += find_bs(self.xb)
+        self.k += 1; self.items += sum(find_bs(x) for x in self.xb)   # every input: both view batches when views are forwarded separately
         if self.k < self.n_batches and self.iter < self.n_iter - 1: return
         el = time.perf_counter() - self.t0
         spb = el / self.k
