@@ -14,6 +14,7 @@ from .model import *
 from .loss import *
 from .augment import *
 from .callback import *
+from .learner import *
 from .schedules import *
 from .optim import *
 from .knn import *
@@ -26,6 +27,6 @@ from .speed import *
 
 # %% ../nbs/21_all.ipynb #15caf633
 import importlib
-_MODULES = ['utils', 'data', 'model', 'loss', 'augment', 'callback', 'schedules', 'optim', 'knn', 'checkpoint', 'recipes', 'reproduce', 'report', 'distributed', 'speed']
+_MODULES = ['utils', 'data', 'model', 'loss', 'augment', 'callback', 'learner', 'schedules', 'optim', 'knn', 'checkpoint', 'recipes', 'reproduce', 'report', 'distributed', 'speed']
 # the union of the modules' public names (nbdev would otherwise leave this module's `__all__` empty)
 __all__ = [n for m in _MODULES for n in importlib.import_module(f'fastai_simclr.{m}').__all__]

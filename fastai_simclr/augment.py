@@ -34,9 +34,9 @@ def _as(out, x): return out.as_subclass(type(x)) if isinstance(x, TensorImage) e
 
 # %% ../nbs/03_augment.ipynb #5ef22759
 class RandomResizedCrop(RandTransform):
-    "Per-image random crop of `min_scale`..`max_scale` of the area with aspect ratio in `ratio`, resized to `size`"
+    "Per-image random crop of `min_scale`..`max_scale` of the area with aspect ratio in `ratio`, resized to `size` (default: the input's)"
     split_idx,order = None,20
-    def __init__(self, size:int|tuple=32, # Output size
+    def __init__(self, size:int|tuple|None=None, # Output size; None: the input's height and width
                  min_scale:float=0.08, # Smallest crop area, as a fraction of the image
                  max_scale:float=1., # Largest crop area, as a fraction of the image
                  ratio:tuple=(3/4, 4/3), # Range of the crop's width/height
@@ -46,7 +46,7 @@ class RandomResizedCrop(RandTransform):
         if not 0 < min_scale <= max_scale <= 1: raise ValueError(f"need 0 < min_scale <= max_scale <= 1, got {min_scale}, {max_scale}")
         if not 0 < ratio[0] <= ratio[1]: raise ValueError(f"need 0 < ratio[0] <= ratio[1], got {ratio}")
         super().__init__(**kwargs)
-        self.size,self.min_scale,self.max_scale,self.ratio,self.mode = tuple(size),min_scale,max_scale,tuple(ratio),mode
+        self.size,self.min_scale,self.max_scale,self.ratio,self.mode = None if size is None else tuple(size),min_scale,max_scale,tuple(ratio),mode
 
     def before_call(self, b, split_idx):
         "Draw each image's crop like torchvision: 10 tries of (area, log-ratio), else the whole (ratio-clamped) image"
@@ -68,7 +68,7 @@ class RandomResizedCrop(RandTransform):
     def encodes(self, x:TensorImage):
         _img(x)
         t = x.as_subclass(Tensor)
-        grid = F.affine_grid(self.theta.to(t.dtype), (t.shape[0], t.shape[1], *self.size), align_corners=False)
+        grid = F.affine_grid(self.theta.to(t.dtype), (t.shape[0], t.shape[1], *(self.size or t.shape[-2:])), align_corners=False)
         return _as(F.grid_sample(t, grid, mode=self.mode, padding_mode='border', align_corners=False), x)
 
 # %% ../nbs/03_augment.ipynb #c9471b1d
@@ -176,13 +176,14 @@ class ColorJitter(RandTransform):
 
     def encodes(self, x:TensorImage):
         _img(x, 3)
-        out = x.as_subclass(Tensor).clone()
+        out = x.as_subclass(Tensor)
         active = [v > 0 for v in (self.brightness, self.contrast, self.saturation, self.hue)]
         for k in range(4):
             for j,op in enumerate(self._ops):
                 if not active[j]: continue
-                idx = torch.nonzero(self.mask & (self.perm[:,k] == j)).flatten()
-                if len(idx): out[idx] = op(out[idx], self.factors[j][idx])
+                # a mask, not indices of the chosen images: nothing waits for the device to say how many there are
+                sel = (self.mask & (self.perm[:,k] == j))[:,None,None,None]
+                out = torch.where(sel, op(out, self.factors[j]), out)
         return _as(out, x)
 
 # %% ../nbs/03_augment.ipynb #2b42287c
@@ -257,14 +258,14 @@ class RandomRotation(RandTransform):
 def _pipe(augs): return augs if isinstance(augs, Pipeline) else Pipeline(list(augs), split_idx=0)
 
 # %% ../nbs/03_augment.ipynb #79b0b15d
-def simclr_augs(size:int=32, # Output size
+def simclr_augs(size:int|tuple|None=None, # Output size; None: each batch's own height and width (32 for CIFAR)
                 min_scale:float=0.08, # Smallest crop area fraction
                 jitter:tuple=(0.4, 0.4, 0.4, 0.1), # Colour jitter strengths (brightness, contrast, saturation, hue)
                 p_jitter:float=0.8, # Probability of colour jitter
                 p_gray:float=0.2, # Probability of grayscale
                 blur:bool=False # Add Gaussian blur (p=0.5; SimCLR uses it on ImageNet, not CIFAR)
                )->list:
-    "The SimCLR augmentation for CIFAR, as a list of fastai batch transforms applied on train and valid"
+    "The SimCLR augmentation (CIFAR's strengths by default), as a list of fastai batch transforms applied on train and valid"
     tfms = [RandomResizedCrop(size, min_scale=min_scale), RandomFlip(0.5), ColorJitter(*jitter, p=p_jitter), RandomGrayscale(p_gray)]
     if blur: tfms.append(GaussianBlur(0.5))
     return tfms

@@ -248,7 +248,7 @@ class ArrayDataset:
     def __getitem__(self, i): return tuple(o[0] for o in self.batch([i]))
     def batch(self, idxs):
         "The items at `idxs`, as one batch"
-        idxs = torch.as_tensor(idxs, dtype=torch.long)
+        idxs = torch.as_tensor(idxs, dtype=torch.long, device=self.x.device)
         xb = TensorImage(self.x[idxs])
         return (xb,) if self.y is None else (xb, TensorCategory(self.y[idxs]))
     def decode(self, o, full=True):
@@ -267,6 +267,10 @@ def _check_bs(bs, n, what):
     if bs > n: raise DataError(f"batch size {bs} is larger than the {n} {what}")
 
 def _device(device): return default_device() if device is None else torch.device(device)
+
+def _resident(t, dev):
+    "`t` on a GPU `dev` once, so that batches are indexed there with no copy per step (as airbench does); as it is elsewhere"
+    return t.to(dev) if t is not None and dev.type == 'cuda' else t
 
 def _check_stats(stats, n_channels):
     try:
@@ -296,7 +300,7 @@ def unlabeled_dls(data:CIFARData, # From `load_cifar10`
     tfms = [IntToFloatTensor(), *L(batch_tfms), Normalize.from_stats(*_check_stats(stats, data.train_x.shape[1]), cuda=False)]
     set_seed(seed)
     dev = _device(device)
-    dls = [ArrayDL(ArrayDataset(x[i], split_idx=split), bs=bs, shuffle=split==0, drop_last=True, num_workers=0, after_batch=tfms, device=dev)
+    dls = [ArrayDL(ArrayDataset(_resident(x[i], dev), split_idx=split), bs=bs, shuffle=split==0, drop_last=True, num_workers=0, after_batch=tfms, device=dev)
            for x,i,split in ((data.train_x,trn,0), (data.test_x,val,1))]
     if len(val) < 2: raise DataError(f"valid_n must be at least 2, got {valid_n}")
     if bs > len(val): dls[1].bs = len(val) - len(val) % 2
@@ -323,7 +327,7 @@ def fold_dls(data:CIFARData, # From `load_cifar10`
     norm = Normalize.from_stats(*_check_stats(stats, data.train_x.shape[1]), cuda=False)
     dev = _device(device)
     set_seed(seed)
-    mk = lambda x,y,split,tfms: ArrayDL(ArrayDataset(x, y, data.vocab, split), bs=bs, shuffle=split==0, num_workers=0,
+    mk = lambda x,y,split,tfms: ArrayDL(ArrayDataset(_resident(x, dev), _resident(y, dev), data.vocab, split), bs=bs, shuffle=split==0, num_workers=0,
                                          after_batch=[IntToFloatTensor(), *tfms, norm], device=dev)
     dls = DataLoaders(mk(data.train_x[trn], data.train_y[trn], 0, L(batch_tfms)),
                       mk(data.train_x[val], data.train_y[val], 1, L(batch_tfms)), device=dev)
