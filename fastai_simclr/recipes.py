@@ -283,10 +283,10 @@ PRESETS = {p.name: p for p in [
         'augmentations and the schedules\' shape (rescaled: the same decays); cuts pre-training to 18,000 images (the 2,000 labeled '
         'ones included) for 5 epochs, the labels to 2,000 (folds of 400), fine-tune and baseline to 8 epochs, the test set to 2,000 '
         'images and the k-NN bank to 5,000'),
-    _SEED.rescaled(name='quick', pretrain_epochs=3, epochs=5, pretrain_n=5_000, pretrain_valid_n=512, frac=0.02, folds=(0, 1),
-                   test_n=1_000, knn_bank_n=5_000, knn_test_n=1_000, description=
+    _SEED.rescaled(name='quick', pretrain_epochs=3, epochs=5, pretrain_n=4_000, pretrain_valid_n=256, frac=0.02, folds=(0, 1),
+                   test_n=1_000, knn_bank_n=2_000, knn_test_n=1_000, description=
         'a first look in under 10 minutes on a 2-core CPU: keeps every phase, the batch sizes, rates, augmentations and the '
-        'schedules\' shape (rescaled); cuts pre-training to 5,000 images for 3 epochs, the labels to 1,000, and trains 2 of the 5 '
+        'schedules\' shape (rescaled); cuts pre-training to 4,000 images for 3 epochs, the labels to 1,000, the k-NN bank to 2,000, and trains 2 of the 5 '
         'folds for 5 epochs (too few to tell the arms apart: the paired interval is wide; cpu1h is the CPU preset for evidence)'),
     _SEED.rescaled(name='smoke', pretrain_epochs=2, epochs=2, pretrain_n=64, pretrain_bs=16, pretrain_valid_n=32, frac=0.0008,
                    n_splits=2, bs=16, test_n=32, knn_k=10, knn_bank_n=100, knn_test_n=32,
