@@ -16,7 +16,7 @@ from fastai.data.transforms import get_image_files, RandomSplitter, Normalize
 from fastai.vision.data import ImageBlock
 from fastai.vision.augment import Resize
 from fastai.vision.core import imagenet_stats
-from .model import create_simclr_model, create_classifier, classifier_splitter, load_encoder
+from .model import create_simclr_model, create_classifier, classifier_splitter, load_encoder, _cifar_stem
 from .loss import NTXentLoss
 from .callback import SimCLRCallback
 
@@ -51,8 +51,7 @@ def create_encoder(arch:str|nn.Module='resnet18', # A timm architecture name, or
     if cifar_stem:
         if not (isinstance(getattr(m, 'conv1', None), nn.Conv2d) and hasattr(m, 'maxpool')):
             raise ValueError(f"cifar_stem is for ResNet-like models with `conv1` and `maxpool`; {arch} has not: pass cifar_stem=False")
-        m.conv1 = nn.Conv2d(m.conv1.in_channels, m.conv1.out_channels, 3, stride=1, padding=1, bias=False)
-        m.maxpool = nn.Identity()
+        _cifar_stem(m)
     return m
 
 def _image_size(dls)->tuple: return tuple(dls.one_batch()[0].shape[-2:])

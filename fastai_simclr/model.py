@@ -17,6 +17,13 @@ __all__ = ['cifar_resnet18', 'ProjectionHead', 'EncoderWithHead', 'SimCLRModel',
            'create_classifier', 'classifier_splitter', 'save_encoder', 'load_encoder']
 
 # %% ../nbs/01_model.ipynb #5f9339c1
+def _cifar_stem(m:nn.Module)->nn.Module:
+    "`m` with SimCLR's CIFAR stem (appendix B.9): first conv 3x3 stride 1, no max-pool"
+    m.conv1 = nn.Conv2d(m.conv1.in_channels, m.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    m.maxpool = nn.Identity()
+    _cifar_feature_info(m)
+    return m
+
 def _cifar_feature_info(m):
     "Reductions of `m.feature_info` once the stem no longer downsamples"
     for fi in getattr(m, 'feature_info', []):
@@ -28,9 +35,7 @@ def cifar_resnet18(pretrained:bool=False, # Load timm's ImageNet weights (all bu
                   )->nn.Module: # `(B,3,H,W)` -> `(B,512)`
     "timm ResNet-18 (`kwargs` go to `timm.create_model`) without classifier, with the CIFAR stem of SimCLR appendix B.9"
     m = timm.create_model('resnet18', pretrained=pretrained, num_classes=0, zero_init_last=zero_init_last, **kwargs)
-    m.conv1 = nn.Conv2d(m.conv1.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    m.maxpool = nn.Identity()
-    _cifar_feature_info(m)
+    return _cifar_stem(m)
     return m
 
 
