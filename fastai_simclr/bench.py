@@ -14,7 +14,7 @@ from fastai.basics import *
 from fastai.vision.all import TensorImage, IntToFloatTensor
 from .data import *
 from .data import CIFAR_STATS
-from .utils import show_path
+from .utils import show_path, normalize
 from .model import create_simclr_model
 from .loss import nt_xent
 from .augment import simclr_augs
@@ -131,7 +131,6 @@ def _plain_run(data, bs, steps, warmup, device, speed, seed, split, n, model=Non
         if speed['compile']: model.compile()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-6)
     augs = simclr_augs()
-    mean,std = (torch.tensor(s, device=device).view(1,-1,1,1) for s in CIFAR_STATS)
     fmt = torch.channels_last if speed['channels_last'] else torch.contiguous_format
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=speed['bf16'])
     def mark():
@@ -146,7 +145,7 @@ def _plain_run(data, bs, steps, warmup, device, speed, seed, split, n, model=Non
             if len(idx) < bs: break
             xb = x_all[idx].to(device, non_blocking=True).float().div_(255)   # data: uint8 batch -> float in [0,1]
             t0 = mark()
-            v = ((_views(augs, xb) - mean) / std).contiguous(memory_format=fmt)  # augment, then normalize like the DataLoader
+            v = normalize(_views(augs, xb), CIFAR_STATS).contiguous(memory_format=fmt)  # augment, then normalise, as SimCLRCallback does
             t1 = mark()
             with amp: z = model(v)
             t2 = mark()

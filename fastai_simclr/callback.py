@@ -10,9 +10,11 @@ import inspect
 from functools import partial
 import torch
 from torch import Tensor
+from fastcore.basics import store_attr
 from fastai.basics import Callback, AvgMetric, L, CancelBatchException
 from fastai.vision.all import TensorImage, Normalize
-from .loss import NTXentLoss, contrastive_accuracy
+from .loss import NTXentLoss, contrastive_accuracy, is_two_view_loss
+from .utils import normalize, denormalize
 from .augment import simclr_augs, plot_views, _pipe
 
 # %% auto #0
@@ -25,9 +27,7 @@ def _find_norm(dl):
     for t in getattr(getattr(dl, 'after_batch', None), 'fs', []):
         if isinstance(t, Normalize): return t
 
-def _stats(norm, x):
-    m,s = norm.mean,norm.std
-    return torch.as_tensor(m).to(x.device, x.dtype),torch.as_tensor(s).to(x.device, x.dtype)
+def _norm_stats(norm)->tuple: return (norm.mean, norm.std)
 
 def _takes_two(model)->bool:
     "Whether `model(a, b)` is a valid call: a `*args` or at least two positional parameters in its forward"
@@ -35,45 +35,68 @@ def _takes_two(model)->bool:
     return any(p.kind == p.VAR_POSITIONAL for p in ps) or sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in ps) >= 2
 
 class SimCLRCallback(Callback):
-    "SimCLR pre-training: two augmented views per image, NT-Xent loss and a contrastive-accuracy metric"
+    "SimCLR pre-training: two augmented views per image, trained with the learner's two-view loss, and a contrastive-accuracy metric"
     order = 0 # after `TrainEvalCallback` (-10), before `MixedPrecision` (10) and `Recorder` (50)
     def __init__(self, augs=None, # Batch transforms on [0,1] images, or a `Pipeline`; default `simclr_augs()`
-                 temperature:float=0.5, # NT-Xent temperature
-                 gather=None, # Optional `gather(z1n, z2n) -> (Z1, Z2, start)` across processes, see `nt_xent`
                  views:str='joint', # 'joint': both views in one forward pass; 'separate': one pass per view (BatchNorm statistics per view, as the original)
+                 loss_func=None, # Two-view loss for the fit; default: the learner's if it is one (`is_two_view_loss`), else `NTXentLoss()`
+                 stats=None, # `(mean, std)` the views are normalised with; default: those of the DataLoaders' `Normalize`, if any
                 ):
         if views not in ('joint', 'separate'): raise ValueError(f"views must be 'joint' or 'separate', got {views!r}")
-        self.loss,self.temperature,self.gather,self.view_mode = NTXentLoss(temperature, gather),temperature,gather,views
+        if loss_func is not None and not callable(loss_func): raise TypeError(f"loss_func must be callable, got {loss_func!r}")
+        store_attr('augs,loss_func,stats')
+        self.view_mode = views
         self.augs = simclr_augs() if augs is None else augs
-        self.pipe,self.labels,self._saved = _pipe(self.augs),None,None
+        self.pipe,self.labels,self._saved,self._lifted,self._dl_stats,self._swapped = _pipe(self.augs),None,None,[],None,False
+
+    def fit_loss(self, learn=None):
+        "The loss this callback trains with on `learn` (default: its learner)"
+        lf = (learn or self.learn).loss_func
+        return self.loss_func or (lf if is_two_view_loss(lf) else NTXentLoss())
 
     def before_fit(self):
-        "Swap in the NT-Xent loss and add the contrastive-accuracy metric"
+        "Train with a two-view loss, add the contrastive-accuracy metric, take `Normalize` out of the DataLoaders (the views end with it)"
         if self.view_mode == 'separate' and not _takes_two(self.learn.model):
             raise ValueError("views='separate' needs a model whose forward takes the two view batches, as `SimCLRModel` does")
         if self._saved is None: self._saved = (self.learn.loss_func, self.learn.metrics)
-        self.learn.loss_func = self.loss
+        self._fit_lf = self.fit_loss()
+        self._swapped,self._fit_red = self._fit_lf is not self.learn.loss_func,getattr(self._fit_lf, 'reduction', None)
+        self.learn.loss_func = self._fit_lf
         self.learn.metrics = L(self._saved[1]) + [AvgMetric(contrastive_accuracy)]
+        self._lift_norms()
+
+    def _lift_norms(self):
+        "Remove each `Normalize` from the DataLoaders' `after_batch` for the fit, keeping its statistics for the views"
+        for dl in getattr(self.dls, 'loaders', []):
+            dl = getattr(dl, 'dl', dl)
+            if (norm := _find_norm(dl)) is None: continue
+            pipe = dl.after_batch
+            self._lifted.append((pipe, pipe.fs))
+            pipe.fs = pipe.fs.filter(lambda t: t is not norm)
+            self._dl_stats = self._dl_stats or _norm_stats(norm)
+
+    def _restore_norms(self):
+        for pipe,fs in self._lifted: pipe.fs = fs
+        self._lifted,self._dl_stats = [],None
 
     def _sync_loss(self):
-        "Follow `Learner.loss_not_reduced` (used by `get_preds(with_loss=True)`), which may have run after `before_fit`"
+        "Follow `Learner.loss_not_reduced` (`get_preds(with_loss=True)`), which may have changed the learner's own loss before `before_fit` swapped it"
+        if not self._swapped: return
         old,lf = self._saved[0],self.learn.loss_func
-        if isinstance(lf, partial) and lf.func is old:   # loss without `reduction`: fastai wrapped the old one
-            self.learn.loss_func,red = self.loss,lf.keywords.get('reduction', 'mean')
-        else: red = getattr(old, 'reduction', 'mean')
-        self.loss.reduction = 'none' if red == 'none' else 'mean'
+        if isinstance(lf, partial) and lf.func is old:   # an old loss without `reduction`: fastai wrapped it
+            self.learn.loss_func,red = self._fit_lf,lf.keywords.get('reduction')
+        else: red = getattr(old, 'reduction', None)
+        if red == 'none' and self._fit_red is not None: self._fit_lf.reduction = 'none'
 
-    def views(self, x:Tensor # Normalized images `(N,3,H,W)` as the `DataLoader` gives them
-             )->Tensor: # `(2N,3,H,W)`: `cat([view1, view2])`, normalized like `x`
-        "Two independent augmented views of every image in `x`"
-        norm = _find_norm(getattr(self, 'dl', None)) or _find_norm(self.dls.train)
+    def views(self, x:Tensor # Images `(N,3,H,W)` as the `DataLoader` gives them (normalised or not)
+             )->Tensor: # `(2N,3,H,W)`: `cat([view1, view2])`, normalised
+        "Two independent augmented views of every image in `x`, normalised at the end"
+        norm = _find_norm(getattr(self, 'dl', None)) or _find_norm(self.dls.train) # a `Normalize` still in the pipeline: undo it
         x = TensorImage(x.as_subclass(Tensor).float())
-        if norm is not None:
-            m,s = _stats(norm, x)
-            x = (x*s + m).clamp(0, 1)
+        if norm is not None: x = denormalize(x, _norm_stats(norm)).clamp(0, 1)
         v = torch.cat([self.pipe(x.clone()), self.pipe(x.clone())]).as_subclass(Tensor)
-        if norm is not None: v = (v - m) / s
-        return TensorImage(v)
+        stats = self.stats or self._dl_stats or (norm and _norm_stats(norm))
+        return TensorImage(normalize(v, stats) if stats is not None else v)
 
     def before_batch(self):
         "Replace the batch by its two views and the partner targets"
@@ -91,8 +114,10 @@ class SimCLRCallback(Callback):
         self.learn.yb = (torch.cat([i + n, i]),)
 
     def after_fit(self):
-        "Restore the learner's loss and metrics"
+        "Restore the learner's loss, metrics and DataLoaders"
+        self._restore_norms()
         if self._saved is None: return
+        if self._swapped and self._fit_red is not None: self._fit_lf.reduction = self._fit_red
         self.learn.loss_func,self.learn.metrics = self._saved
         self._saved = None
     def after_cancel_fit(self): self.after_fit()
@@ -102,7 +127,6 @@ class SimCLRCallback(Callback):
                   ):
         "Figure of `n` images of a batch and their two views, as the model gets them (before normalization)"
         dl = dl or self.dls.valid
-        x = dl.one_batch()[0][:n]
-        norm = _find_norm(dl)
-        if norm is not None: m,s = _stats(norm, x); x = (x*s + m).clamp(0, 1)
-        return plot_views(x.as_subclass(Tensor).float().cpu(), self.pipe, n=n)
+        x = dl.one_batch()[0][:n].as_subclass(Tensor).float()
+        if (norm := _find_norm(dl)) is not None: x = denormalize(x, _norm_stats(norm)).clamp(0, 1)
+        return plot_views(x.cpu(), self.pipe, n=n)

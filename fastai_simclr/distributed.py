@@ -136,16 +136,20 @@ def simclr_distrib_ctx(self:Learner,
     _need_accelerate(); _check_sync_bn(sync_bn)
     cbs = [cb for cb in self.cbs if isinstance(cb, SimCLRCallback)]
     if not cbs: raise ValueError("simclr_distrib_ctx needs a learner with a SimCLRCallback (see `pretrain_learner`)")
-    old = [(cb.gather, cb.loss.gather) for cb in cbs]
-    for cb in cbs:
-        if cb.gather is None: cb.gather = cb.loss.gather = gather_embeddings
+    lfs = [cb.fit_loss(self) for cb in cbs]
+    for lf in lfs:
+        if not hasattr(lf, 'gather'): raise ValueError(f"the two-view loss {lf!r} has no `gather` attribute: it needs one to see the other processes' negatives, as `NTXentLoss` has")
+    old = [(cb.loss_func, lf.gather) for cb,lf in zip(cbs, lfs)]
+    for cb,lf in zip(cbs, lfs):
+        cb.loss_func = lf   # the same loss object for every fit in the context
+        if lf.gather is None: lf.gather = gather_embeddings
     dev = getattr(self.dls, 'device', None)
     kwargs.setdefault('cpu', not torch.cuda.is_available() or (dev is not None and torch.device(dev).type == 'cpu')) # else Accelerate stays single-process on CPUs
     self.add_cb(DistribSimCLR())
     try:
         with self.distrib_ctx(sync_bn=sync_bn, **kwargs): yield self
     finally:
-        for cb,(g,lg) in zip(cbs, old): cb.gather,cb.loss.gather = g,lg
+        for cb,lf,(clf,g) in zip(cbs, lfs, old): cb.loss_func,lf.gather = clf,g
         self.remove_cbs(DistribSimCLR)
 
 # %% ../nbs/11_distributed.ipynb #377c0cdd

@@ -63,7 +63,7 @@ def simclr_learner(dls, # DataLoaders of images (labels, if any, are not used)
                    n_hidden:int=512, # Projection head's hidden width
                    n_out:int=128, # Embedding size
                    augs=None, # View transforms; default `simclr_augs()` (views at the images' size)
-                   temperature:float=0.5, # NT-Xent temperature
+                   loss_func=None, # A two-view loss (see `two_view_loss`); default `NTXentLoss()` (temperature 0.5)
                    views:str='joint', # 'joint' or 'separate' forward passes of the two views
                    opt_func=Adam, # fastai optimizer
                    lr:float=1e-3, # Default learning rate
@@ -73,8 +73,8 @@ def simclr_learner(dls, # DataLoaders of images (labels, if any, are not used)
     "A SimCLR pre-training `Learner` for any image DataLoaders, in the spirit of `vision_learner`"
     if cifar_stem is None: cifar_stem = isinstance(arch, str) and max(_image_size(dls)) <= 64
     model = create_simclr_model(create_encoder(arch, cifar_stem, pretrained), n_hidden, n_out)
-    cb = SimCLRCallback(augs=augs, temperature=temperature, views=views)
-    return Learner(dls, model, loss_func=NTXentLoss(temperature), opt_func=opt_func, lr=lr, cbs=[cb, *L(cbs)], **kwargs)
+    cb = SimCLRCallback(augs=augs, views=views)
+    return Learner(dls, model, loss_func=loss_func or NTXentLoss(), opt_func=opt_func, lr=lr, cbs=[cb, *L(cbs)], **kwargs)
 
 # %% ../nbs/04a_learner.ipynb #c4e728c9
 def classifier_learner(dls, # Labeled DataLoaders (`dls.c` classes)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['nt_xent_logits', 'nt_xent', 'NTXentLoss', 'contrastive_accuracy']
+__all__ = ['nt_xent_logits', 'nt_xent', 'NTXentLoss', 'contrastive_accuracy', 'two_view_loss', 'is_two_view_loss']
 
 # %% ../nbs/02_loss.ipynb #71916222
 def _check_pairs(z1, z2, temperature):
@@ -71,6 +71,7 @@ def _halves(pred):
 class NTXentLoss:
     "fastai loss: NT-Xent on predictions `cat([z1, z2])` of $2N$ rows; targets are accepted and ignored"
     y_int = True # the targets are partner indices
+    two_view = True # `SimCLRCallback` keeps it as the learner's loss
     def __init__(self, temperature:float=0.5, # Softmax temperature $\tau$
                  gather=None, # Optional `gather(z1n, z2n) -> (Z1, Z2, start)` across processes
                  reduction:str='mean' # 'mean', 'sum' or 'none'
@@ -92,3 +93,14 @@ def contrastive_accuracy(pred:Tensor, # `(2N, d)` embeddings `cat([z1, z2])`
     "Fraction of the $2N$ anchors whose most similar other embedding is their partner"
     logits,targets = nt_xent_logits(*_halves(pred.detach()), 1.)
     return (logits.argmax(1) == targets).float().mean()
+
+# %% ../nbs/02_loss.ipynb #aa10f7a4
+def two_view_loss(f # A loss function or object following the two-view interface above
+                 ):
+    "Mark `f` as a two-view loss, which `SimCLRCallback` keeps as the learner's loss; returns `f`"
+    f.two_view = True
+    return f
+
+def is_two_view_loss(f)->bool:
+    "Whether `f` (or the function a `functools.partial` wraps, as fastai's `loss_not_reduced` makes) is a two-view loss"
+    return bool(getattr(f, 'two_view', False) or getattr(getattr(f, 'func', None), 'two_view', False))

@@ -349,7 +349,7 @@ def pretrain_learner(dls:DataLoaders, # From `unlabeled_dls`
                      **kwargs)->Learner:
     "The SimCLR pre-training `Learner`: the preset's model, `NTXentLoss`, `SimCLRCallback` with its augmentation, `TorchAdam` and `StepLR`"
     model = create_simclr_model(preset_encoder(p, seed), n_hidden=p.head_hidden, n_out=p.head_out)
-    cb = SimCLRCallback(augs=preset_simclr_augs(p), temperature=p.temperature, gather=gather, views=p.views)
+    cb = SimCLRCallback(augs=preset_simclr_augs(p), views=p.views)
     return Learner(dls, model, loss_func=NTXentLoss(p.temperature, gather), opt_func=TorchAdam, lr=p.pretrain_lr, wd=p.pretrain_wd,
                    cbs=[cb, StepLR(p.pretrain_lr, p.pretrain_step, p.pretrain_gamma), *L(cbs)], **kwargs)
 

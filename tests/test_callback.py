@@ -1,11 +1,12 @@
 "SimCLRCallback under fit/fit_one_cycle/lr_find/validate/get_preds/bf16 on tiny synthetic data"
 import math, pytest, torch
 from torch import nn
-from fastai.basics import Learner, Callback, CancelFitException, AvgMetric, accuracy
+import torch.nn.functional as F
+from fastai.basics import set_seed, Learner, Callback, CancelFitException, AvgMetric, accuracy, CrossEntropyLossFlat
 from fastai.data.core import TfmdDL, DataLoaders
 from fastai.vision.all import TensorImage, TensorCategory, IntToFloatTensor, Normalize
 from fastai_simclr.callback import SimCLRCallback
-from fastai_simclr.loss import NTXentLoss, nt_xent
+from fastai_simclr.loss import NTXentLoss, nt_xent, two_view_loss
 from fastai_simclr.model import create_simclr_model
 from fastai_simclr.test_utils import tiny_simclr_model as tiny_model, synth_image_dls as synth_dls
 
@@ -25,12 +26,18 @@ class Spy(Callback):
     def after_loss(self):
         if len(self.yb): self.losses.append(self.learn.loss.item())
 
+class LossSpy(Callback):
+    "The loss function the learner trains with"
+    order = 5
+    def before_batch(self): self.lf = self.learn.loss_func
+
 @pytest.mark.parametrize('labeled', [False, True])
 def test_fit_records_and_restores(labeled):
     lf, mets = NTXentLoss(0.1), [AvgMetric(lambda p, *y: torch.tensor(0.))]
     learn = Learner(synth_dls(labeled=labeled), tiny_model(), loss_func=lf, metrics=mets)
-    cb, spy = SimCLRCallback(temperature=0.5), Spy()
-    learn.fit(2, 1e-3, cbs=[cb, spy])
+    cb, spy, lspy = SimCLRCallback(), Spy(), LossSpy()
+    learn.fit(2, 1e-3, cbs=[cb, spy, lspy])
+    assert lspy.lf is lf                               # the learner's two-view loss is the one trained with
     assert learn.loss_func is lf and list(learn.metrics) == mets
     assert learn.recorder.metric_names[-2] == 'contrastive_accuracy'
     assert len(learn.recorder.values) == 2
@@ -42,15 +49,61 @@ def test_fit_records_and_restores(labeled):
     assert x.shape == (32, 3, 32, 32) and isinstance(x, TensorImage)
     assert y.tolist() == list(range(16, 32)) + list(range(16))
     assert (cb.labels is not None) == labeled
-    assert cb.loss.temperature == 0.5
 
-def test_loss_is_nt_xent_of_the_two_halves():
-    learn = Learner(synth_dls(), tiny_model(), loss_func=NTXentLoss())
-    spy = Spy()
-    learn.validate(cbs=[SimCLRCallback(temperature=0.2), spy])
-    learn.model.eval()
-    with torch.no_grad(): z = learn.model(spy.xs[0])
-    assert abs(nt_xent(*z.chunk(2), 0.2).item() - spy.losses[0]) < 1e-5
+def test_classification_loss_swapped_for_the_fit_and_restored():
+    ce = CrossEntropyLossFlat()
+    learn = Learner(synth_dls(labeled=True), tiny_model(), loss_func=ce)
+    lspy = LossSpy()
+    learn.fit(1, 1e-3, cbs=[SimCLRCallback(), lspy])
+    assert isinstance(lspy.lf, NTXentLoss) and lspy.lf.temperature == 0.5 and learn.loss_func is ce
+    mine = NTXentLoss(0.3)                             # the callback's own loss wins over the learner's
+    learn.fit(1, 1e-3, cbs=[SimCLRCallback(loss_func=mine), lspy])
+    assert lspy.lf is mine and learn.loss_func is ce
+    preds, targs, losses = learn.get_preds(with_loss=True, reorder=False, cbs=SimCLRCallback())
+    assert losses.shape == (64,) and torch.isfinite(losses).all() and learn.loss_func is ce
+    with pytest.raises(TypeError, match='loss_func must be callable'): SimCLRCallback(loss_func=0.5)
+
+@two_view_loss
+def info_nce(pred, *yb, temperature=0.2):
+    "A user's two-view loss: one-directional InfoNCE, first views against second views"
+    z1, z2 = F.normalize(pred.float(), dim=1).chunk(2)
+    return F.cross_entropy(z1 @ z2.T / temperature, torch.arange(len(z1), device=z1.device))
+
+def test_user_two_view_loss_trains():
+    for how in ('learner', 'callback'):
+        learn = Learner(synth_dls(), tiny_model(), loss_func=info_nce if how == 'learner' else CrossEntropyLossFlat())
+        spy, lspy = Spy(), LossSpy()
+        p0 = [p.detach().clone() for p in learn.model.parameters()]
+        learn.fit(1, 1e-2, cbs=[SimCLRCallback(loss_func=info_nce if how == 'callback' else None), spy, lspy])
+        assert lspy.lf is info_nce
+        learn.model.eval()
+        with torch.no_grad(): z = learn.model(spy.xs[-1])
+        assert abs(info_nce(z).item() - spy.losses[-1]) < 1e-5       # the recorded loss is the user's
+        assert any(not torch.equal(a, b) for a, b in zip(p0, learn.model.parameters()))
+
+def test_normalize_lifted_for_the_fit_and_once():
+    "The DataLoaders' Normalize is taken out during the fit (views end with it) and put back after"
+    dls = synth_dls()
+    class Probe(Callback):
+        order = 5
+        def before_batch(self): self.norms = [any(isinstance(t, Normalize) for t in dl.after_batch.fs) for dl in self.dls.loaders]
+    probe = Probe()
+    learn = Learner(dls, tiny_model(), loss_func=NTXentLoss())
+    learn.fit(1, 1e-3, cbs=[SimCLRCallback(augs=[]), probe, Spy()])
+    assert probe.norms == [False, False]
+    assert all(any(isinstance(t, Normalize) for t in dl.after_batch.fs) for dl in dls.loaders)
+
+def test_same_losses_with_or_without_normalize_in_the_dataloaders():
+    "Normalize in the DataLoaders, or given to the callback: the same views and losses, within float tolerance"
+    losses = []
+    for normalized in (True, False):
+        set_seed(0)                                    # python's random too: fastai's shuffling draws from it
+        learn = Learner(synth_dls(normalize=normalized), tiny_model(), loss_func=NTXentLoss())
+        spy = Spy()
+        set_seed(1)
+        learn.fit(1, 0., cbs=[SimCLRCallback(stats=None if normalized else STATS), spy])
+        losses.append(torch.tensor(spy.losses))
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=0)
 
 def test_restored_after_cancelled_fit():
     class Cancel(Callback):
