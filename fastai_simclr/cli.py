@@ -173,8 +173,30 @@ def _reproduce_args(p):
     p.set_defaults(func=cmd_reproduce)
 
 # %% ../nbs/20_cli.ipynb #384f5f99
+def _run_images(args):
+    "`pretrain --images`: check the command line, then `pretrain_images`"
+    from .reproduce import pretrain_images
+    from .utils import resolve_device
+    if args.data is not None: raise CLIError("give --images (a folder of any images) or --data (CIFAR-10), not both")
+    if args.sync_bn: raise CLIError("--sync-bn is for CIFAR-10 pre-training under a distributed launch; not with --images")
+    size = 64 if args.size is None else args.size
+    try: size = int(size)
+    except ValueError: raise CLIError(f"--size must be a whole number of pixels, got {args.size!r}") from None
+    p, seed = _preset_from_args(args), _seed_from_args(args)
+    device = resolve_device(args.device)
+    _confirm_long_run(p, args, device)
+    tty = sys.stdout.isatty()
+    log = lambda s: print(('\r\033[K' if tty else '') + s, flush=True)
+    return pretrain_images(args.images, size, p, out=args.out, seed=seed, device=device, speed=_speed_from_args(args), log=log)
+
 def cmd_pretrain(args):
-    "SimCLR pre-training only; saves the encoder"
+    "SimCLR pre-training only (on CIFAR-10, or on a folder of any images with `--images`); saves the encoder"
+    if args.images is not None:
+        r = _run_images(args)
+        print(f"encoder saved to {r['encoder']} ({len(r['history'])} epochs on {r['images']:,} images, final NT-Xent loss "
+              f"{r['history'][-1]['train_loss']:.3f})")
+        return
+    if args.size is not None: raise CLIError("--size goes with --images (CIFAR-10 images are 32 px)")
     res = _run(args, pretrain_only=True)
     if res is None: return
     r = res['pretrain']
@@ -182,9 +204,12 @@ def cmd_pretrain(args):
           f"{r['processes']} process(es), effective batch {r['effective_batch_size']} pairs)")
 
 @subcommand('pretrain', 'SimCLR pre-training only, saving the encoder to <out>/pretrain/encoder.pth',
-            'SimCLR pre-training with the preset\'s settings; resumable like reproduce, and the same --out can then be given to reproduce.')
+            'SimCLR pre-training with the preset\'s settings; resumable like reproduce, and the same --out can then be given to reproduce. '
+            'With --images DIR: on every image file below DIR (any layout, any sizes, resized to --size px), default --out runs/pretrain-<DIR name>.')
 def _pretrain_args(p):
     _add_run_args(p)
+    p.add_argument('--images', metavar='DIR', help='pre-train on every image file below DIR instead of CIFAR-10 (labels and sub-folders not used)')
+    p.add_argument('--size', metavar='N', help='with --images: resize the images to N x N px (default 64); views keep that size')
     p.set_defaults(func=cmd_pretrain)
 
 # %% ../nbs/20_cli.ipynb #ac837d81

@@ -346,9 +346,10 @@ def pretrain_learner(dls:DataLoaders, # From `unlabeled_dls`
                      seed:int=42, # Fixes the initialization
                      gather=None, # All-gather for distributed NT-Xent (see `distributed`)
                      cbs=None, # More callbacks
+                     encoder=None, # The encoder to pre-train; default the preset's (`preset_encoder(p, seed)`)
                      **kwargs)->Learner:
     "The SimCLR pre-training `Learner`: the preset's model, `NTXentLoss`, `SimCLRCallback` with its augmentation, `TorchAdam` and `StepLR`"
-    model = create_simclr_model(preset_encoder(p, seed), n_hidden=p.head_hidden, n_out=p.head_out)
+    model = create_simclr_model(preset_encoder(p, seed) if encoder is None else encoder, n_hidden=p.head_hidden, n_out=p.head_out)
     cb = SimCLRCallback(augs=preset_simclr_augs(p), views=p.views)
     return Learner(dls, model, loss_func=NTXentLoss(p.temperature, gather), opt_func=TorchAdam, lr=p.pretrain_lr, wd=p.pretrain_wd,
                    cbs=[cb, StepLR(p.pretrain_lr, p.pretrain_step, p.pretrain_gamma), *L(cbs)], **kwargs)
@@ -450,14 +451,15 @@ def run_pretrain(data:CIFARData, # From `load_cifar10`
                  gather=None, # All-gather for distributed NT-Xent
                  dls=None, # DataLoaders to use instead of the preset's
                  sync_bn:bool=False, # SyncBatchNorm under a distributed launch
+                 encoder=None, # The encoder to pre-train; default the preset's
                 )->dict:
     "Pre-train with SimCLR into `out/pretrain/` (resuming), save the encoder, return the phase's result; on every process of a distributed launch"
     d = Path(out)/'pretrain'
     if (r := read_result(d)) is not None: return r
     t0 = time.time()
-    dls = dls or unlabeled_dls(subset_data(data, pretrain_indices(data, p, seed)), bs=p.pretrain_bs, valid_n=p.pretrain_valid_n, seed=seed,
+    if dls is None: dls = unlabeled_dls(subset_data(data, pretrain_indices(data, p, seed)), bs=p.pretrain_bs, valid_n=p.pretrain_valid_n, seed=seed,
                                device=device, stats=preset_stats(p))
-    learn = pretrain_learner(dls, p, seed, gather=gather, cbs=cbs)
+    learn = pretrain_learner(dls, p, seed, gather=gather, cbs=cbs, encoder=encoder)
     with learn.simclr_distrib_ctx(sync_bn=sync_bn): # gathered negatives, sharded data; changes nothing in one process
         hist = fit_resumable(learn, p.pretrain_epochs, d/'checkpoint.pth', seed, extra={'phase': 'pretrain', 'seed': seed})
     ws = max(1, num_distrib())

@@ -6,7 +6,7 @@ Docs: https://fastai-simclr.github.io/fastai_simclr/reproduce.html.md"""
 
 # %% ../nbs/10_reproduce.ipynb #df2286f9
 from __future__ import annotations
-import contextlib, os, platform, subprocess, sys, time
+import contextlib, hashlib, os, platform, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -20,10 +20,11 @@ from .report import summarize, write_report
 from .distributed import is_main_process, main_process_first, end_distributed
 from .speed import speed_cbs, resolve_speed
 from .checkpoint import RunLock
+from .learner import image_folder_dls, create_encoder
 
 # %% auto #0
 __all__ = ['versions', 'device_name', 'code_version', 'data_fingerprint', 'ConfigMismatch', 'run_config', 'config_differences',
-           'check_config', 'check_out', 'ProgressLine', 'reproduce']
+           'check_config', 'check_out', 'ProgressLine', 'reproduce', 'pretrain_images']
 
 # %% ../nbs/10_reproduce.ipynb #fe77f5bd
 def versions()->dict:
@@ -229,3 +230,55 @@ def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, spee
     write_report(res, out, data)
     log(f"[report] {show_path(out/'report.md')} ({time.time()-t_all:.0f}s in this call)")
     return res
+
+# %% ../nbs/10_reproduce.ipynb #93e24edd
+def _folder_fingerprint(root:Path, files)->str:
+    "Fingerprint of the image files under `root` (relative names, sizes, times)"
+    h = hashlib.sha1()
+    for f in sorted(files):
+        st = f.stat(); h.update(f"{f.relative_to(root)}|{st.st_size}|{int(st.st_mtime)}\n".encode())
+    return h.hexdigest()[:16]
+
+def pretrain_images(images, # A folder with image files anywhere below it, of any sizes
+                    size:int=64, # The images are resized to `size` x `size` px (`Resize`)
+                    preset='quick', # A name in `PRESETS` or a `Preset`: epochs, batch size, rates, schedule, augmentation, head
+                    out=None, # Output folder (default `runs/pretrain-<folder name>`)
+                    seed:int=42, # Fixes the validation split, the initialization and every draw
+                    device=None, # Default: fastai's `default_device()`
+                    speed:dict=None, # `speed_cbs` options (default: the device's)
+                    valid_pct:float=0.1, # Share of the images held out to validate the contrastive loss
+                    log=print, # Where the one-line progress reports go
+                   )->dict:
+    "SimCLR pre-training on the images under `images` into `out/pretrain/` (resumable and guarded like `reproduce`); the phase's result"
+    p = get_preset(preset) if isinstance(preset, str) else preset.validate()
+    seed, device = check_seed(seed), resolve_device(device)
+    speed = resolve_speed(**(speed or {}), device=device)
+    spd = {k: speed[k] for k in ('bf16', 'channels_last', 'compile')}
+    images = Path(images)
+    if not images.is_dir(): raise FileNotFoundError(f"--images {images}: no such folder")
+    size = int(check_num('size', size, 8, 4096, integer=True))
+    check_num('valid_pct', valid_pct, 0, 1, lo_open=True, hi_open=True)
+    files = get_image_files(images)
+    n_train = len(files) - int(valid_pct * len(files))
+    if n_train < p.pretrain_bs:
+        raise ValueError(f"{images} holds {len(files)} image file(s), {n_train} of them for training: fewer than one batch of "
+                         f"{p.pretrain_bs}; add images or lower the batch size (--set pretrain_bs=N)")
+    out = Path(out or f'runs/pretrain-{images.resolve().name}')
+    check_out(out, images)
+    cfg = run_config(p, seed, None, spd, _folder_fingerprint(images, files))
+    cfg['data'].update(images=str(images.resolve()), size=size, valid_pct=valid_pct)
+    check_config(out, cfg, write=False)
+    log(f"[data] {len(files):,} image files under {show_path(images)}, resized to {size} px ({n_train:,} to train on)")
+    dls = image_folder_dls(images, size, bs=p.pretrain_bs, valid_pct=valid_pct, seed=seed, device=device)
+    set_seed(seed)
+    enc = preset_encoder(p) if size <= 64 else create_encoder('resnet18', zero_init_last=p.zero_init_last)
+    with RunLock(out.mkdir(parents=True, exist_ok=True) or out):
+        clean_temps(out)
+        check_config(out, cfg, write=True)                           # again under the lock
+        _phase_line(log, 'pretrain', out/'pretrain', f"SimCLR pre-training of a ResNet-18 on {n_train:,} images of {size} px, two views each: "
+                    f"{p.pretrain_epochs} epochs of {n_train // p.pretrain_bs:,} batches of {p.pretrain_bs} pairs")
+        t0 = time.time()
+        r = run_pretrain(None, p, out, seed, device, cbs=[*speed_cbs(**spd, device=device), ProgressLine('pretrain', 'views', log=log)],
+                         dls=dls, encoder=enc)
+        log(f"[pretrain] done in {time.time()-t0:.0f}s: encoder saved to {show_path(r['encoder'])}")
+    return r
