@@ -5,11 +5,15 @@
 #   bash bench/gpu_reproduce.sh                          # PRESET: seed if the benchmark says it fits BUDGET_S, else gpu10min
 #   PRESET=seed bash bench/gpu_reproduce.sh              # the seed recipe whatever it takes
 #   DEVICE=cpu PRESET=smoke BENCH_BS=16 BENCH_STEPS=2 BENCH_WARMUP=1 bash bench/gpu_reproduce.sh   # the CPU check of this script
+#   SWEEP=1 bash bench/gpu_reproduce.sh                  # then the label-efficiency sweep with the same preset and encoder
 #
 # Environment: DEVICE (cuda), PRESET (auto), OUT (runs/<preset>-<device>), BUDGET_S (600), BENCH_BS (256), BENCH_STEPS (50),
 # BENCH_WARMUP (10), SKIP_INSTALL=1 (already installed), PEER=1 (also measure the self_supervised peer: bench/setup_peer.sh needs PyPI), COMPILE=1 (torch.compile),
 # FASTAI_SIMCLR_DATA (a CIFAR-10 folder; default: ../shared/data/cifar10-jpg.tar.gz extracted once, see tools/data.sh).
-# Outputs: $OUT/ (results.json, report.md, plots, per-phase results) with $OUT/bench.json and $OUT/timing.txt.
+# SWEEP=1: then the full-size label-efficiency sweep (`fastai-simclr sweep`: SWEEP_FRACS (0.01,0.05,0.1,0.3,1) of the labels, the same preset,
+# the encoder of the reproduce run, at most SWEEP_FOLD_LABELS (60000) labels x folds per fraction) into $OUT-sweep.
+# Outputs: $OUT/ (results.json, report.md, plots, per-phase results) with $OUT/bench.json and $OUT/timing.txt; with SWEEP=1 also
+# $OUT-sweep/ (sweep.json, report.md, sweep.png) and $OUT-sweep/timing.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -54,3 +58,11 @@ echo "gpu_reproduce: preset $PRESET -> $OUT"
 t_end=$(date +%s)
 cp "$BENCH_JSON" "$OUT/bench.json"
 printf 'device %s, preset %s\nbenchmark %ss, reproduce %ss, total %ss\n' "$DEVICE" "$PRESET" $((t_bench-t0)) $((t_end-t_bench)) $((t_end-t0)) | tee "$OUT/timing.txt"
+
+# the label-efficiency sweep (issue #16) with the reproduce run's encoder: no second pre-training
+if [ "${SWEEP:-0}" = 1 ]; then
+  "$PY" -m fastai_simclr.cli sweep --preset "$PRESET" --device "$DEVICE" --encoder "$OUT" --out "$OUT-sweep" \
+    --fracs "${SWEEP_FRACS:-0.01,0.05,0.1,0.3,1}" --max-fold-labels "${SWEEP_FOLD_LABELS:-60000}" --yes "${SPEED[@]}"
+  t_sweep=$(date +%s)
+  printf 'device %s, preset %s, sweep %ss\n' "$DEVICE" "$PRESET" $((t_sweep-t_end)) | tee "$OUT-sweep/timing.txt"
+fi

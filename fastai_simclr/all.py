@@ -22,11 +22,12 @@ from .checkpoint import *
 from .recipes import *
 from .reproduce import *
 from .report import *
+from .sweep import *
 from .distributed import *
 from .speed import *
 
 # %% ../nbs/21_all.ipynb #15caf633
 import importlib
-_MODULES = ['utils', 'data', 'model', 'loss', 'augment', 'callback', 'learner', 'schedules', 'optim', 'knn', 'checkpoint', 'recipes', 'reproduce', 'report', 'distributed', 'speed']
+_MODULES = ['utils', 'data', 'model', 'loss', 'augment', 'callback', 'learner', 'schedules', 'optim', 'knn', 'checkpoint', 'recipes', 'reproduce', 'report', 'sweep', 'distributed', 'speed']
 # the union of the modules' public names (nbdev would otherwise leave this module's `__all__` empty)
 __all__ = [n for m in _MODULES for n in importlib.import_module(f'fastai_simclr.{m}').__all__]

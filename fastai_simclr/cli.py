@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'CPU_IMAGES_PER_SECOND', 'CLIError', 'cmd_prepare', 'subcommand', 'cmd_reproduce', 'cmd_pretrain',
-           'cmd_bench', 'make_parser', 'main']
+           'cmd_sweep', 'cmd_bench', 'make_parser', 'main']
 
 # %% ../nbs/20_cli.ipynb #397a5758
 class CLIError(ValueError):
@@ -94,12 +94,13 @@ def _seed_from_args(args)->int:
     except ValueError: raise CLIError(f"--seed: cannot read {args.seed!r} as an integer") from None
     return check_seed(seed, '--seed')
 
-def _confirm_long_run(p, args, device):
-    "On a CPU, say how long `p` will take and ask (or require `--yes`) when it is hours"
+def _confirm_long_run(p, args, device, passes:int=None, what:str=None):
+    "On a CPU, say how long `p` (or `passes` image passes of `what`) will take and ask (or require `--yes`) when it is hours"
     if device.type != 'cpu' or args.yes: return
-    hours = p.image_passes() / CPU_IMAGES_PER_SECOND / 3600
+    passes, what = passes or p.image_passes(), what or f"the {p.name} preset"
+    hours = passes / CPU_IMAGES_PER_SECOND / 3600
     if hours < 3: return
-    msg = (f"the {p.name} preset is {p.image_passes()/1e6:.1f} million image passes: on this CPU (about {CPU_IMAGES_PER_SECOND} images/s) "
+    msg = (f"{what} is {passes/1e6:.1f} million image passes: on this CPU (about {CPU_IMAGES_PER_SECOND} images/s) "
            f"that is about {hours:.0f} hours. It is meant for a GPU.")
     if not sys.stdin.isatty(): raise CLIError(msg + " Add --yes to run it anyway.")
     if input(f"{msg} Run it anyway? [y/N] ").strip().lower() not in ('y', 'yes'): raise CLIError("not started")
@@ -107,21 +108,21 @@ def _confirm_long_run(p, args, device):
 def _presets_epilog()->str:
     import textwrap
     from .recipes import PRESETS
-    return 'presets:\n' + '\n'.join(textwrap.fill(p.description, 100, initial_indent=f"  {n:<10}", subsequent_indent=' ' * 12)
+    return 'presets:\n' + '\n'.join(textwrap.fill(p.description, 100, initial_indent=f"  {n:<12}", subsequent_indent=' ' * 14)
                                     for n,p in PRESETS.items())
 
-def _add_run_args(p, default_preset='quick'):
+def _add_run_args(p, default_preset='quick', default_out='runs/<preset>', distributed=True):
     from .recipes import PRESETS
     p.formatter_class, p.epilog = argparse.RawDescriptionHelpFormatter, _presets_epilog()
     _add_data(p)
     p.add_argument('--preset', default=default_preset, help=f"{', '.join(PRESETS)} (see the list below); default {default_preset}")
-    p.add_argument('--out', metavar='DIR', help='output folder (default runs/<preset>); re-running with the same folder resumes')
+    p.add_argument('--out', metavar='DIR', help=f'output folder (default {default_out}); re-running with the same folder resumes')
     p.add_argument('--seed', default='42', metavar='N', help='fixes the label subset, the folds and every initialization (default 42)')
     p.add_argument('--device', help="torch device, e.g. cpu or cuda:0 (default: fastai's default_device())")
     p.add_argument('--set', action='append', metavar='KEY=VALUE', help='any preset setting by its field name, repeatable: '
                    'numbers, none, true/false, comma-separated tuples (e.g. --set jitter=0.4,0.4,0.4,0)')
     p.add_argument('--yes', action='store_true', help='do not ask before a run that will take hours on a CPU')
-    p.add_argument('--sync-bn', action='store_true', help='pre-training under accelerate launch/torchrun on several GPUs: SyncBatchNorm (global BN statistics)')
+    if distributed: p.add_argument('--sync-bn', action='store_true', help='pre-training under accelerate launch/torchrun on several GPUs: SyncBatchNorm (global BN statistics)')
     _add_preset_options(p)
     _add_speed(p)
 
@@ -135,6 +136,13 @@ def _speed_from_args(args)->dict:
     "The `speed_cbs` options of the command line"
     return {'bf16': args.bf16, 'channels_last': args.channels_last, 'compile': args.compile}
 
+def _console_log():
+    "Print a progress line; on a terminal, over the progress bar's line"
+    tty = sys.stdout.isatty()
+    return lambda s: print(('\r\033[K' if tty else '') + s, flush=True)
+
+def _command(args)->str: return 'fastai-simclr ' + ' '.join(sys.argv[1:] if args.argv is None else args.argv)
+
 def _run(args, pretrain_only=False):
     "Check the command line (settings, seed, device, encoder), then `reproduce` (or only its pre-training)"
     from .reproduce import reproduce
@@ -146,10 +154,7 @@ def _run(args, pretrain_only=False):
     enc = getattr(args, 'encoder', None)
     if enc is not None and not Path(enc).is_file(): raise CLIError(f"encoder file not found: {enc}")
     device = setup_distributed(args.device) or device   # under accelerate launch/torchrun: join the processes, this process' GPU
-    tty = sys.stdout.isatty()
-    log = lambda s: print(('\r\033[K' if tty else '') + s, flush=True)   # on a terminal, over the progress bar's line
-    return reproduce(p, data=args.data, out=args.out, seed=seed, encoder=enc, device=device, log=log,
-                     command='fastai-simclr ' + ' '.join(sys.argv[1:] if args.argv is None else args.argv), sync_bn=args.sync_bn,
+    return reproduce(p, data=args.data, out=args.out, seed=seed, encoder=enc, device=device, log=_console_log(), command=_command(args), sync_bn=args.sync_bn,
                      speed=_speed_from_args(args), pretrain_only=pretrain_only)
 
 # %% ../nbs/20_cli.ipynb #166b23b8
@@ -211,6 +216,56 @@ def _pretrain_args(p):
     p.add_argument('--images', metavar='DIR', help='pre-train on every image file below DIR instead of CIFAR-10 (labels and sub-folders not used)')
     p.add_argument('--size', metavar='N', help='with --images: resize the images to N x N px (default 64); views keep that size')
     p.set_defaults(func=cmd_pretrain)
+
+# %% ../nbs/20_cli.ipynb #0b0edef5
+def _count_arg(text, what:str)->int:
+    from .utils import check_num
+    try: v = int(str(text).strip())
+    except ValueError: raise CLIError(f"{what}: cannot read {text!r} as an integer") from None
+    return check_num(what, v, 0, integer=True)
+
+def _sweep_run(args):
+    "Check the command line (settings, fractions, seed, device, encoder), then `sweep`"
+    from .sweep import sweep, parse_fracs, sweep_passes, find_encoder
+    from .utils import resolve_device
+    p, seed = _preset_from_args(args), _seed_from_args(args)
+    fracs = None if args.fracs is None else parse_fracs(args.fracs, '--fracs')
+    mfl = None if args.max_fold_labels is None else _count_arg(args.max_fold_labels, '--max-fold-labels')
+    enc = None if args.encoder is None else find_encoder(args.encoder)
+    device = resolve_device(args.device)   # an unknown device or a missing GPU: one line, before anything starts
+    _confirm_long_run(p, args, device, sweep_passes(p, fracs, mfl, pretrain=enc is None), f"this sweep of the {p.name} preset")
+    return sweep(fracs, p, data=args.data, out=args.out, seed=seed, encoder=enc, max_fold_labels=mfl, device=device, log=_console_log(),
+                 command=_command(args), speed=_speed_from_args(args))
+
+def cmd_sweep(args):
+    "Label efficiency: one pre-trained encoder, then baseline, fine-tune and linear probe at each label fraction; the report and the plot"
+    res = _sweep_run(args)
+    for r in res['fractions']:
+        a, g = r['arms'], r['gain']['test_accuracy']
+        gain = f"gain {100*g['mean']:+.1f} points (95% interval {100*g['low']:+.1f} to {100*g['high']:+.1f})" if g else 'gain: fewer than 2 folds'
+        print(f"{r['labels']:>6,} labels: test accuracy baseline {100*a['baseline']['test']['mean']:.1f}%, fine-tune "
+              f"{100*a['finetune']['test']['mean']:.1f}%, linear probe {100*a['probe']['test']['mean']:.1f}%; {gain}")
+
+def _sweep_defaults_help()->str:
+    from .sweep import SWEEP_DEFAULTS, FULL_FRACS
+    fr = '; '.join(f"{n}: {','.join(f'{f:g}' for f in v[0])}" for n,v in SWEEP_DEFAULTS.items())
+    mf = '; '.join(f"{n}: {v[1]}" for n,v in SWEEP_DEFAULTS.items() if v[1])
+    return fr + f"; other presets: {','.join(f'{f:g}' for f in FULL_FRACS)}", mf
+
+@subcommand('sweep', 'label efficiency: baseline, fine-tune and linear probe at several label fractions, one pre-trained encoder',
+            'Pre-train one SimCLR encoder (or take --encoder), then at each label fraction train the baseline and the fine-tune and fit the '
+            'linear probe on the preset\'s folds, each fold tested on the test set, and write sweep.json, report.md and sweep.png to --out. '
+            'An interrupted sweep resumes when started again with the same --out; a folder written with any other setting is refused.')
+def _sweep_args(p):
+    _add_run_args(p, default_preset='cpu1h-sweep', default_out='runs/sweep-<preset>', distributed=False)
+    fr, mf = _sweep_defaults_help()
+    p.add_argument('--fracs', metavar='F,F,...', help=f"label fractions of the training images (0.01: 500 of 50,000), comma-separated, "
+                   f"each in (0, 1] (default: the preset's; {fr})")
+    p.add_argument('--max-fold-labels', metavar='N', help=f"a fraction trains only the first of the preset's folds that fit N labels x folds, "
+                   f"at least 2 (default: the preset's, {mf}, else every fold; 0: every fold)")
+    p.add_argument('--encoder', metavar='PATH', help='a pre-trained encoder file, or the folder of a reproduce, pretrain or sweep run '
+                   '(its pretrain/encoder.pth): no pre-training')
+    p.set_defaults(func=cmd_sweep)
 
 # %% ../nbs/20_cli.ipynb #ac837d81
 def cmd_bench(args):

@@ -36,7 +36,8 @@ __all__ = ['PRESET_LIMITS', 'TUPLE_LIMITS', 'PRESETS', 'SALTS', 'Preset', 'Prese
            'rescale_step', 'rescale_exp', 'get_preset', 'estimate_seconds', 'preset_stats', 'preset_encoder',
            'preset_simclr_augs', 'preset_train_augs', 'pretrain_learner', 'baseline_learner', 'finetune_learner',
            'check_seed', 'labeled_indices', 'pretrain_indices', 'test_indices', 'subset_data', 'check_data',
-           'read_result', 'run_pretrain', 'run_fold', 'linear_probe', 'run_knn', 'run_probe']
+           'read_result', 'run_pretrain', 'run_fold', 'probe_features', 'fit_probe', 'probe_method', 'linear_probe',
+           'run_knn', 'run_probe']
 
 # %% ../nbs/09_recipes.ipynb #0cef313f
 @dataclass
@@ -296,6 +297,12 @@ PRESETS = {p.name: p for p in [
         'the seed recipe cut to about 10 minutes on one H200 GPU (bench/gpu_reproduce.sh): pre-training 30 instead of 50 epochs '
         '(StepLR every 6 epochs: the same 4 decays), its validation on 2,048 test images, and 3 of the 5 folds; batch sizes, rates, '
         'label subset, augmentations and the fine-tune and baseline epochs are the seed\'s'),
+    _SEED.rescaled(name='cpu1h-sweep', pretrain_epochs=4, epochs=8, pretrain_n=8_000, pretrain_valid_n=256, frac=0.04, test_n=2_000,
+                   knn_bank_n=2_000, knn_test_n=1_000, description=
+        'for `fastai-simclr sweep` in under an hour on a 2-core CPU (bf16, channels-last): one encoder pre-trained on 8,000 images '
+        '(the 2,000 labeled ones of fraction 0.04 included) for 4 epochs, then baseline, fine-tune and linear probe at 400, 1,000, '
+        '2,000 and 4,000 labels (5, 3, 2 and 2 folds: the sweep\'s defaults for this preset), 8 epochs each, every fold scored on '
+        '2,000 test images (cpu1h\'s); keeps the batch sizes, rates, augmentations and the schedules\' shape (rescaled)'),
 ]}
 
 def get_preset(name:str, # One of `PRESETS`
@@ -501,6 +508,26 @@ def run_fold(data:CIFARData, # From `load_cifar10`
     return r
 
 # %% ../nbs/09_recipes.ipynb #90e90283
+def probe_features(encoder:nn.Module, # A frozen encoder: images `(B,3,H,W)` -> features `(B,D)`
+                     x, # uint8 images `(N,3,H,W)`
+                     stats=CIFAR_STATS, # `(mean, std)` the encoder was trained with
+                     device=None, # Where features are computed (default: CPU)
+                     bs:int=512, # Batch size of the feature extraction
+                    )->np.ndarray:
+    "The frozen `encoder`'s float32 features `(N,D)` of the images `x`, as a NumPy array (not L2-normalised, unlike `knn.encoder_features`)"
+    device = resolve_device(device or 'cpu'); encoder = encoder.to(device).eval()
+    with torch.no_grad():
+        return torch.cat([encoder(normalize(x[i:i+bs].to(device), stats)).float().cpu() for i in range(0, len(x), bs)]).numpy()
+
+def fit_probe(feats, # Training features `(N,D)`
+              y, # Their labels
+              C:float=1.0, # Inverse L2 strength of the logistic regression
+             ):
+    "The linear probe's classifier fitted: a logistic regression on standardised `feats` (scikit-learn, `.predict`, `.score`)"
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(feats, np.asarray(y))
+
+def probe_method(C:float=1.0)->str: return f'logistic regression (scikit-learn, C={C:g}, standardised features)'
+
 def linear_probe(encoder:nn.Module, # A frozen encoder: images `(B,3,H,W)` -> features `(B,D)`
                  train_x, train_y, # uint8 training images `(N,3,H,W)` and their labels
                  test_x, test_y, # uint8 test images and labels
@@ -510,12 +537,9 @@ def linear_probe(encoder:nn.Module, # A frozen encoder: images `(B,3,H,W)` -> fe
                  C:float=1.0, # Inverse L2 strength of the logistic regression
                 )->dict:
     "Test accuracy of a logistic regression on the frozen `encoder`'s standardised features of `train_x`"
-    device = resolve_device(device or 'cpu'); encoder = encoder.to(device).eval()
-    with torch.no_grad():
-        feats = lambda x: torch.cat([encoder(normalize(x[i:i+bs].to(device), stats)).float().cpu() for i in range(0, len(x), bs)]).numpy()
-        ftr, fte = feats(train_x), feats(test_x)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(ftr, np.asarray(train_y))
-    return {'accuracy': float((clf.predict(fte) == np.asarray(test_y)).mean()), 'method': f'logistic regression (scikit-learn, C={C:g}, standardised features)'}
+    ftr, fte = (probe_features(encoder, x, stats, device, bs) for x in (train_x, test_x))
+    clf = fit_probe(ftr, train_y, C)
+    return {'accuracy': float((clf.predict(fte) == np.asarray(test_y)).mean()), 'method': probe_method(C)}
 
 # %% ../nbs/09_recipes.ipynb #50e1ee5b
 def _json_safe(d:dict)->dict: return {k: v for k,v in d.items() if isinstance(v, (bool, int, float, str, type(None)))}
