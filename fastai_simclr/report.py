@@ -18,7 +18,8 @@ import scipy.stats
 
 # %% auto #0
 __all__ = ['SEED_REPORTED', 'fold_summary', 'epochs_to_reach', 'paired_interval', 'paired_differences', 'paired_sentence',
-           'summarize', 'plot_comparison', 'plot_pretrain', 'plot_augmentations', 'report_markdown', 'write_report']
+           'summarize', 'plot_comparison', 'plot_pretrain', 'plot_augmentations', 'report_markdown', 'provenance_lines',
+           'write_report']
 
 # %% ../nbs/10a_report.ipynb #0f16d38b
 SEED_REPORTED = {'baseline': {'accuracy': 0.76, 'train_loss': 0.46}, 'finetune': {'accuracy': 0.82, 'train_loss': 0.22},
@@ -205,24 +206,30 @@ def report_markdown(res:dict # `summarize`d results of a run
     L_ += ['', '| encoder | k-NN test accuracy |' + (' linear probe test accuracy |' if pr else ''), '|---|---|' + ('---|' if pr else '')]
     for key, what in (('random', "random (the pre-training's initialization)"), ('pretrained', 'after SimCLR pre-training')):
         L_.append(f"| {what} | {100*k[key]:.1f}% |" + (f" {100*pr[key]['accuracy']:.1f}% |" if pr else ''))
-    spd = res.get('speed') or {}
-    git = res.get('code') or {}
-    code = (f"{git['commit'][:12]}" + (' with uncommitted changes to the library' if git.get('dirty') else '')) if git.get('commit') else 'not a git checkout'
     L_ += ['', '## Plots', '', '![accuracy](accuracy.png)', '', '![training loss](train_loss.png)', '', '![validation loss](loss.png)', '',
            '![pre-training loss](pretrain_loss.png)', '', '![SimCLR views](augmentations.png)', '',
            '![supervised augmentation](supervised_augmentations.png)', '',
-           '## Provenance', '',
-           f"- command: `{res['command']}`", f"- machine: {res['machine']}",
-           f"- device: {res['device']}" + (f" ({', '.join(x for x in ('bf16', 'channels_last', 'compile') if spd.get(x)) or 'float32'})" if spd else ''),
-           f"- data: {show_path(res['data'])}" + (f" (fingerprint {res['data_fingerprint']})" if res.get('data_fingerprint') else ''),
-           f"- seed: {res['seed']}", f"- code: {code}",
-           f"- versions: " + ', '.join(f'{a} {v}' for a,v in res['versions'].items()),
-           f"- wall time per phase (s): " + ', '.join(f'{a} {v}' for a,v in res['seconds'].items()),
-           f"- every setting: `config.json` (and `preset` in `results.json`)",
+           *provenance_lines(res, 'results.json', 'wall time per phase (s)'),
            '', 'The seed figures are those its authors reported for the full recipe on the original CIFAR-10 files; this data set is '
            'the JPEG re-encoding, expected 1-3 points lower; its losses are training losses. Validation and test images are not '
            'augmented here (the seed augmented them), and every fold is tested (the seed tested the last one).']
     return '\n'.join(L_) + '\n'
+
+def provenance_lines(res:dict, # A run's results: command, machine, device, speed, data, seed, code, versions, seconds
+                     results_file:str='results.json', # The file holding every number
+                     time_label:str='wall time per phase (s)', # Words for `res['seconds']`
+                    )->list:
+    "The '## Provenance' section of a report, as lines: where a run's numbers came from"
+    spd, git = res.get('speed') or {}, res.get('code') or {}
+    code = (git['commit'][:12] + (' with uncommitted changes to the library' if git.get('dirty') else '')) if git.get('commit') else 'not a git checkout'
+    return ['## Provenance', '',
+            f"- command: `{res['command']}`", f"- machine: {res['machine']}",
+            f"- device: {res['device']}" + (f" ({', '.join(x for x in ('bf16', 'channels_last', 'compile') if spd.get(x)) or 'float32'})" if spd else ''),
+            f"- data: {show_path(res['data'])}" + (f" (fingerprint {res['data_fingerprint']})" if res.get('data_fingerprint') else ''),
+            f"- seed: {res['seed']}", f"- code: {code}",
+            f"- versions: " + ', '.join(f'{a} {v}' for a,v in res['versions'].items()),
+            f"- {time_label}: " + ', '.join(f'{a} {v}' for a,v in res['seconds'].items()),
+            f"- every setting: `config.json` (and `preset` in `{results_file}`)"]
 
 def write_report(res:dict, # `summarize`d results of a run
                  out, # The run's folder

@@ -18,7 +18,7 @@ from .data import CIFARData, KFoldSplitter, load_cifar10, cifar10_path
 from .model import load_encoder
 from .recipes import (Preset, get_preset, preset_encoder, preset_stats, check_data, check_seed, labeled_indices, pretrain_indices,
                                    test_indices, estimate_seconds, read_result, run_pretrain, run_fold, probe_features, fit_probe, probe_method)
-from .report import paired_interval, paired_differences, _excludes_zero, _done
+from .report import paired_interval, paired_differences, provenance_lines, _excludes_zero, _done
 from .reproduce import (ProgressLine, run_config, check_config, check_out, code_version, versions, device_name, data_fingerprint,
                                      _phase_line)
 from .speed import speed_cbs, resolve_speed
@@ -277,18 +277,9 @@ def sweep_markdown(res:dict # `sweep`'s results
     for r in res['fractions']:
         L_.append(f"| {r['labels']:,} | {r['frac']:g} | {len(r['folds'])} | " + ' | '.join(_ci(r['arms'][k]['test']) for k in ARMS) +
                   f" | {_gain(r['gain']['test_accuracy'])} |")
-    spd, git = res.get('speed') or {}, res.get('code') or {}
-    code = (git['commit'][:12] + (' with uncommitted changes to the library' if git.get('dirty') else '')) if git.get('commit') else 'not a git checkout'
     L_ += ['', f"![test accuracy against labels](sweep.png)", '',
            f"The dashed line marks the seed recipe's {SEED_FRAC:.0%} of the labels ({round(SEED_FRAC * res['n_train_images']):,} images). "
-           f"Per-fold validation and test accuracy of every arm: `sweep.json`.", '', '## Provenance', '',
-           f"- command: `{res['command']}`", f"- machine: {res['machine']}",
-           f"- device: {res['device']}" + (f" ({', '.join(x for x in ('bf16', 'channels_last', 'compile') if spd.get(x)) or 'float32'})" if spd else ''),
-           f"- data: {show_path(res['data'])}" + (f" (fingerprint {res['data_fingerprint']})" if res.get('data_fingerprint') else ''),
-           f"- seed: {res['seed']}", f"- code: {code}",
-           f"- versions: " + ', '.join(f'{a} {v}' for a,v in res['versions'].items()),
-           f"- wall time (s): " + ', '.join(f'{a} {v}' for a,v in res['seconds'].items()),
-           f"- every setting: `config.json` (and `preset` in `sweep.json`)"]
+           f"Per-fold validation and test accuracy of every arm: `sweep.json`.", '', *provenance_lines(res, 'sweep.json', 'wall time (s)')]
     return '\n'.join(L_) + '\n'
 
 def write_sweep(res:dict, # `sweep`'s results
