@@ -41,7 +41,11 @@ class SimCLRCallback(Callback):
                  views:str='joint', # 'joint': both views in one forward pass; 'separate': one pass per view (BatchNorm statistics per view, as the original)
                  loss_func=None, # Two-view loss for the fit; default: the learner's if it is one (`is_two_view_loss`), else `NTXentLoss()`
                  stats=None, # `(mean, std)` the views are normalised with; default: those of the DataLoaders' `Normalize`, if any
-                ):
+                 **kwargs):
+        if moved := [k for k in ('temperature', 'gather') if k in kwargs]:
+            raise TypeError(f"{' and '.join(moved)} {'belongs' if len(moved) == 1 else 'belong'} to the loss now, not to SimCLRCallback: "
+                            f"Learner(..., loss_func=NTXentLoss({moved[0]}=...)) or SimCLRCallback(loss_func=NTXentLoss(...))")
+        if kwargs: raise TypeError(f"SimCLRCallback got unexpected arguments: {', '.join(kwargs)}")
         if views not in ('joint', 'separate'): raise ValueError(f"views must be 'joint' or 'separate', got {views!r}")
         if loss_func is not None and not callable(loss_func): raise TypeError(f"loss_func must be callable, got {loss_func!r}")
         store_attr('augs,loss_func,stats')

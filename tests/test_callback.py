@@ -62,6 +62,8 @@ def test_classification_loss_swapped_for_the_fit_and_restored():
     preds, targs, losses = learn.get_preds(with_loss=True, reorder=False, cbs=SimCLRCallback())
     assert losses.shape == (64,) and torch.isfinite(losses).all() and learn.loss_func is ce
     with pytest.raises(TypeError, match='loss_func must be callable'): SimCLRCallback(loss_func=0.5)
+    with pytest.raises(TypeError, match=r'temperature belongs to the loss now.*NTXentLoss\(temperature=\.\.\.\)'): SimCLRCallback(temperature=0.2)
+    with pytest.raises(TypeError, match='unexpected arguments: tau'): SimCLRCallback(tau=0.2)
 
 @two_view_loss
 def info_nce(pred, *yb, temperature=0.2):
