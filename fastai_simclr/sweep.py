@@ -131,7 +131,7 @@ def sweep_estimate_seconds(p:Preset, # The settings
     return r
 
 def sweep_passes(p:Preset, fracs=None, max_fold_labels:int|None=None, pretrain:bool=True, n_train:int=50_000)->int:
-    "Forward+backward image passes of a sweep (two per pre-training pair), as `Preset.image_passes` counts them"
+    "Forward+backward image passes of a sweep (two per pre-training pair), as the preset's image_passes method counts them"
     fracs, mfl = sweep_settings(p, fracs, max_fold_labels)
     pre = 2 * (p.pretrain_n or n_train) * p.pretrain_epochs   # what `image_passes` counts for the pre-training
     folds = sum(_frac_preset(p, f, round(f * n_train), mfl).image_passes(n_train) - pre for f in fracs)
