@@ -190,9 +190,7 @@ def _run_images(args):
     p, seed = _preset_from_args(args), _seed_from_args(args)
     device = resolve_device(args.device)
     _confirm_long_run(p, args, device)
-    tty = sys.stdout.isatty()
-    log = lambda s: print(('\r\033[K' if tty else '') + s, flush=True)
-    return pretrain_images(args.images, size, p, out=args.out, seed=seed, device=device, speed=_speed_from_args(args), log=log)
+    return pretrain_images(args.images, size, p, out=args.out, seed=seed, device=device, speed=_speed_from_args(args), log=_console_log())
 
 def cmd_pretrain(args):
     "SimCLR pre-training only (on CIFAR-10, or on a folder of any images with `--images`); saves the encoder"

@@ -272,7 +272,8 @@ def pretrain_images(images, # A folder with image files anywhere below it, of an
     dls = image_folder_dls(images, size, bs=p.pretrain_bs, valid_pct=valid_pct, seed=seed, device=device)
     set_seed(seed)
     enc = preset_encoder(p) if size <= 64 else create_encoder('resnet18', zero_init_last=p.zero_init_last)
-    with RunLock(out.mkdir(parents=True, exist_ok=True) or out):
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
         clean_temps(out)
         check_config(out, cfg, write=True)                           # again under the lock
         _phase_line(log, 'pretrain', out/'pretrain', f"SimCLR pre-training of a ResNet-18 on {n_train:,} images of {size} px, two views each: "
