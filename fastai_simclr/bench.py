@@ -18,7 +18,7 @@ from .utils import show_path, normalize
 from .model import create_simclr_model
 from .loss import nt_xent
 from .augment import simclr_augs
-from .speed import resolve_speed, speed_cbs
+from .speed import resolve_speed, speed_cbs, speed_options, speed_label
 from .recipes import pretrain_learner, get_preset, PRESETS
 
 # %% auto #0
@@ -38,12 +38,13 @@ class StepTimer(Callback):
                  warmup:int=2, # Steps run first, not measured
                  split:bool=True, # Record the split of each step (with a device sync at each event on a GPU)
                 ):
-        store_attr(); self.n,self.t,self.rows,self.t_start = 0,{},[],None
+        store_attr(); self.n,self.t,self.rows,self.t_start,self.t_begin,self.warmup_s = 0,{},[],None,None,0.
     def _mark(self, k):
         if self.split: _sync(self.dls.device)
         self.t[k] = time.perf_counter()
     def before_train(self):
         _sync(self.dls.device); self.t_prev = time.perf_counter()
+        if self.t_begin is None: self.t_begin = self.t_prev
         if self.t_start is None and self.warmup == 0: self.t_start = self.t_prev
     def before_batch(self): self._mark('bb1')
     def after_pred(self): self._mark('pred')
@@ -57,12 +58,11 @@ class StepTimer(Callback):
             self.rows.append([t['bb0']-self.t_prev, t['bb1']-t['bb0'], t['pred']-t['bb1'], t['loss']-t['pred'],
                               t['step']-t['loss'], t['end']-t['step']])
         self.n += 1
-        if self.n == self.warmup: _sync(self.dls.device); self.t_start = time.perf_counter()
+        if self.n == self.warmup: _sync(self.dls.device); self.t_start = time.perf_counter(); self.warmup_s = self.t_start - self.t_begin
         self.t_prev = time.perf_counter()
         if self.n >= self.warmup + self.steps:
             _sync(self.dls.device); self.seconds = time.perf_counter() - self.t_start
             raise CancelFitException()
-
 
 # %% ../nbs/12_bench.ipynb #ee7e8107
 class _Stamp(Callback):
@@ -71,8 +71,9 @@ class _Stamp(Callback):
     def __init__(self, timer): self.timer = timer
     def before_batch(self): self.timer._mark('bb0')
 
-def _summary(seconds, steps, bs, rows):
+def _summary(seconds, steps, bs, rows, warmup_s=None):
     r = {'views_per_s': 2*bs*steps/seconds, 'sec_per_step': seconds/steps, 'steps': steps, 'bs': bs}
+    if warmup_s is not None: r['warmup_s'] = warmup_s   # the warm-up steps, with torch.compile's compilation
     if rows:
         m = torch.tensor(rows, dtype=torch.float64).mean(0).tolist()
         r['split_ms'] = {k: 1000*v for k,v in zip(PARTS, m)}
@@ -96,7 +97,7 @@ def time_learner(learn:Learner, # A SimCLR `Learner`; its training `DataLoader` 
     timer = StepTimer(steps, warmup, split)
     with learn.no_logging(): learn.fit(n_epoch, cbs=[timer, _Stamp(timer)])
     if timer.n < warmup + steps: raise ValueError(f"the data gave only {timer.n} batches for {warmup}+{steps} steps")
-    return _summary(timer.seconds, steps, learn.dls.train.bs, timer.rows)
+    return _summary(timer.seconds, steps, learn.dls.train.bs, timer.rows, timer.warmup_s)
 
 # %% ../nbs/12_bench.ipynb #6f914660
 def bench_ours(data:CIFARData, bs:int=256, steps:int=10, warmup:int=2, device=None, speed:dict=None, seed:int=42, split=None)->dict:
@@ -138,7 +139,7 @@ def _plain_run(data, bs, steps, warmup, device, speed, seed, split, n, model=Non
         return time.perf_counter()
     rows, i, t_start = [], 0, None
     model.train()
-    _sync(device); t_prev = time.perf_counter()
+    _sync(device); t_prev = t_begin = time.perf_counter()
     if warmup == 0: t_start = t_prev
     while i < warmup + steps:
         for idx in torch.randperm(n, generator=g).split(bs):
@@ -161,7 +162,7 @@ def _plain_run(data, bs, steps, warmup, device, speed, seed, split, n, model=Non
             t_prev = time.perf_counter()
             if i == warmup + steps: break
     _sync(device)
-    return _summary(time.perf_counter() - t_start, steps, bs, rows), model
+    return _summary(time.perf_counter() - t_start, steps, bs, rows, t_start - t_begin), model
 
 def bench_plain(data:CIFARData, bs:int=256, steps:int=10, warmup:int=2, device=None, speed:dict=None, seed:int=42, split=None)->dict:
     "Throughput and split of the same SimCLR step in a minimal PyTorch loop: no `Learner`, no `DataLoader`, no callbacks"
@@ -198,23 +199,34 @@ def bench_peer(python, # Python of the peer's virtual environment (`bench/setup_
     return json.loads(lines[-1])
 
 # %% ../nbs/12_bench.ipynb #e67033f0
-def _fmt_row(name, r, ref=None):
+def _fmt_row(name, r):
     if 'error' in r: return f"{name:<6} {'not measured: ' + r['error']}"
     s = f"{name:<6} {r['views_per_s']:>9.1f} views/s  {1000*r['sec_per_step']:>9.1f} ms/step"
     if 'split_ms' in r: s += '   ' + '  '.join(f"{k} {v:.1f}" for k,v in r['split_ms'].items())
+    if r.get('warmup_s') is not None: s += f"   warm-up {r['warmup_s']:.1f} s"
     if len(r.get('rounds', [])) > 1: s += f"   (rounds: {', '.join(f'{o:.1f}' for o in r['rounds'])})"
     return s
 
+def _ratio(name, v): return f"{name}: {v:.3f}x" if v is not None else f"{name}: n/a"
+
 def format_results(res:dict)->str:
-    "The benchmark's figures, ratios and split as text"
+    "The benchmark's figures, ratios and split as text: (1) the same settings, (2) each at its defaults"
     c = res['config']
     out = [f"SimCLR pre-training throughput: batch {c['bs']} images ({2*c['bs']} views), {c['steps']} steps after {c['warmup']} warm-up, "
-           f"median of {c.get('rounds', 1)} round(s), "
-           f"device {c['device']} ({c['machine']}), torch threads {c['threads']}, speed {c['speed']}",
-           f"data: {c['data']}", '', 'split: mean ms per step', *[_fmt_row(k, res[k]) for k in ('ours', 'plain', 'peer') if k in res], '']
-    for k in ('ours_over_plain', 'ours_over_peer'):
-        v = res.get(k)
-        out.append(f"{k.replace('_over_', '/')}: {v:.3f}x" if v is not None else f"{k.replace('_over_', '/')}: n/a")
+           f"median of {c.get('rounds', 1)} round(s), device {c['device']} ({c['machine']}), torch threads {c['threads']}",
+           f"data: {c['data']}", '',
+           f"(1) the same settings for all ({speed_label(c['speed'])}): what each framework costs. Split: mean ms per step",
+           *[_fmt_row(k, res[k]) for k in ('ours', 'plain', 'peer') if k in res], '',
+           _ratio('ours/plain', res.get('ours_over_plain')), _ratio('ours/peer', res.get('ours_over_peer'))]
+    d = res.get('defaults')
+    if d:
+        out += ['', "(2) each at its defaults on this device: what a user of each gets"]
+        for k in ('ours', 'peer'):
+            if k not in d: continue
+            r = d[k]
+            note = f" (the measurement of (1))" if r.get('same_as') else ''
+            out.append(f"{k:<6} {speed_label(r.get('speed')):<22}" + (f"{r['views_per_s']:>9.1f} views/s{note}" if 'error' not in r else f"not measured: {r['error']}"))
+        out.append(_ratio('ours/peer at their defaults', d.get('ours_over_peer')))
     return '\n'.join(out)
 
 # %% ../nbs/12_bench.ipynb #061bccef
@@ -236,8 +248,9 @@ def run_bench(data=None, # CIFAR-10 folder or a `CIFARData` (default: `$FASTAI_S
               which=('ours','plain','peer'), # What to measure
               rounds:int=1, # Measure each `rounds` times, in turn (plain, ours, peer, plain, ...), and keep the median
               log=print, # Where the progress lines go
+              defaults:bool=True, # Also (2): ours at its device defaults against the peer at its own (float32, NCHW)
              )->dict:
-    "Measure ours, the plain loop and the peer on the same data, batch size and device; return figures, ratios and config"
+    "Measure ours, the plain loop and the peer on the same data, batch size, device and `speed` (1), and ours and the peer each at its defaults (2)"
     if not isinstance(bs, int) or bs < 2: raise ValueError(f"bs must be an integer >= 2 (SimCLR needs negatives), got {bs!r}")
     if not isinstance(steps, int) or steps < 1: raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not isinstance(warmup, int) or warmup < 0: raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
@@ -248,28 +261,37 @@ def run_bench(data=None, # CIFAR-10 folder or a `CIFARData` (default: `$FASTAI_S
     device = torch.device(device or default_device())
     if device.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device {device} asked for, but CUDA is not available")
     sp = resolve_speed(**(speed or {}), device=device)
-    opts = {k: sp[k] for k in ('bf16', 'channels_last', 'compile')}
+    opts = speed_options(sp)
     data = data if isinstance(data, CIFARData) else load_cifar10(data, verbose=False)
     res = {'config': {'bs': bs, 'steps': steps, 'warmup': warmup, 'rounds': rounds, 'device': str(device), 'threads': torch.get_num_threads(),
                       'speed': sp, 'machine': machine(), 'data': f"CIFAR-10 training images from {show_path(data.path)} (uint8 cache)",
                       'torch': torch.__version__, 'seed': seed}}
-    def peer(*a):
+    def peer(data, *a):
         if peer_python is None: return {'error': 'no --peer-python given (create one with bash bench/setup_peer.sh)'}
         try: return bench_peer(peer_python, data.path, *a, threads=torch.get_num_threads())
         except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e: return {'error': str(e)}
-    runs = {k: [] for k in ('plain', 'ours', 'peer') if k in which}
+    fns = {'plain': bench_plain, 'ours': bench_ours, 'peer': peer}
+    jobs = {k: (fns[k], opts) for k in ('plain', 'ours', 'peer') if k in which}
+    own = {'ours': speed_options(resolve_speed(device=device)), 'peer': {'bf16': False, 'channels_last': False, 'compile': False}}
+    if defaults:   # (2): measured again only where a default differs from the settings of (1)
+        jobs.update({f'{k}_defaults': (fns[k], own[k]) for k in ('ours', 'peer') if k in which and own[k] != opts})
+    runs = {k: [] for k in jobs}
     for i in range(rounds):
-        for k,f in (('plain', bench_plain), ('ours', bench_ours), ('peer', peer)):
-            if k not in runs: continue
+        for k,(f,o) in jobs.items():
             log(f"[bench] {k}, round {i+1}/{rounds} ...")
-            runs[k].append(f(data, bs, steps, warmup, device, opts, seed) if k != 'peer' else f(bs, steps, warmup, device, opts, seed))
+            runs[k].append(f(data, bs, steps, warmup, device, o, seed))
             log(_fmt_row(k, runs[k][-1]))
     for k,rs in runs.items():
         ok = sorted((r for r in rs if 'error' not in r), key=lambda r: r['views_per_s'])
         res[k] = dict(ok[(len(ok)-1)//2], rounds=[round(r['views_per_s'], 2) for r in ok]) if ok else rs[-1]
-    v = lambda k: res.get(k, {}).get('views_per_s')
-    res['ours_over_plain'] = v('ours')/v('plain') if v('ours') and v('plain') else None
-    res['ours_over_peer'] = v('ours')/v('peer') if v('ours') and v('peer') else None
+        res[k]['speed'] = jobs[k][1]
+    v = lambda r: (r or {}).get('views_per_s')
+    ratio = lambda a, b: v(a)/v(b) if v(a) and v(b) else None
+    res['ours_over_plain'] = ratio(res.get('ours'), res.get('plain'))
+    res['ours_over_peer'] = ratio(res.get('ours'), res.get('peer'))
+    if defaults and ('ours' in which or 'peer' in which):
+        d = {k: res.pop(f'{k}_defaults') if f'{k}_defaults' in res else dict(res[k], same_as=k) for k in ('ours', 'peer') if k in which}
+        res['defaults'] = dict(d, ours_over_peer=ratio(d.get('ours'), d.get('peer')))
     return res
 
 # %% ../nbs/12_bench.ipynb #62832993

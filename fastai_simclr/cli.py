@@ -273,7 +273,7 @@ def cmd_bench(args):
     if peer is None and Path('.venv-peer/bin/python').is_file() and 'peer' in args.only: peer = '.venv-peer/bin/python'
     which = tuple(o.strip() for o in args.only.split(','))
     res = run_bench(args.data, args.bs, args.steps, args.warmup, args.device, _speed_from_args(args), peer, args.threads,
-                    args.seed, which, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True))
+                    args.seed, which, args.rounds, log=lambda s: print(s, file=sys.stderr, flush=True), defaults=args.defaults)
     print('\n' + format_results(res))
     if args.json:
         import json
@@ -282,7 +282,8 @@ def cmd_bench(args):
 @subcommand('bench', 'pre-training throughput: SimCLRCallback under learn.fit vs a plain PyTorch loop vs the self_supervised library',
             'Measure augmented views per second of SimCLR pre-training three ways on the same CIFAR-10 images, batch size and device: '
             'the recipe\'s Learner (ours), the same step in a minimal PyTorch loop (plain), and the peer library self_supervised 1.0.4 '
-            '(peer, run with the python of .venv-peer made by bench/setup_peer.sh); print the figures, the ratios and the split of a step.')
+            '(peer, run with the python of .venv-peer made by bench/setup_peer.sh), all with the same speed options (1); then ours at '
+            'its device defaults against the peer at its own, float32 (2); print the figures, the ratios and the split of a step.')
 def _bench_args(p):
     _add_data(p)
     p.add_argument('--bs', type=int, default=256, help='images per batch, two views each (default 256, the seed recipe\'s)')
@@ -295,10 +296,10 @@ def _bench_args(p):
     p.add_argument('--only', default='ours,plain,peer', help='comma-separated subset of ours,plain,peer (default: all three)')
     p.add_argument('--seed', type=int, default=42, help='fixes the images and the initialization (default 42)')
     p.add_argument('--json', metavar='PATH', help='also write the results as JSON')
+    p.add_argument('--no-defaults', dest='defaults', action='store_false',
+                   help='skip (2), ours at its device defaults against the peer at its own (float32)')
     _add_speed(p)
     p.set_defaults(func=cmd_bench)
-
-
 
 # %% ../nbs/20_cli.ipynb #941da879
 class _Parser(argparse.ArgumentParser):

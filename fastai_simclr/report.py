@@ -12,6 +12,7 @@ import matplotlib, matplotlib.ticker
 import matplotlib.pyplot as plt
 from pathlib import Path
 from .utils import atomic_write_json, atomic_write_text, atomic_savefig, show_path
+from .speed import speed_label
 from .augment import plot_views
 from .recipes import Preset, preset_simclr_augs, preset_train_augs, test_indices
 import scipy.stats
@@ -224,7 +225,7 @@ def provenance_lines(res:dict, # A run's results: command, machine, device, spee
     code = (git['commit'][:12] + (' with uncommitted changes to the library' if git.get('dirty') else '')) if git.get('commit') else 'not a git checkout'
     return ['## Provenance', '',
             f"- command: `{res['command']}`", f"- machine: {res['machine']}",
-            f"- device: {res['device']}" + (f" ({', '.join(x for x in ('bf16', 'channels_last', 'compile') if spd.get(x)) or 'float32'})" if spd else ''),
+            f"- device: {res['device']}" + (f" ({speed_label(spd)})" if spd else ''),
             f"- data: {show_path(res['data'])}" + (f" (fingerprint {res['data_fingerprint']})" if res.get('data_fingerprint') else ''),
             f"- seed: {res['seed']}", f"- code: {code}",
             f"- versions: " + ', '.join(f'{a} {v}' for a,v in res['versions'].items()),

@@ -18,7 +18,7 @@ from .recipes import (Preset, get_preset, preset_encoder, check_data, check_seed
                                    run_pretrain, run_fold, run_knn, run_probe)
 from .report import summarize, write_report
 from .distributed import is_main_process, main_process_first, end_distributed
-from .speed import speed_cbs, resolve_speed
+from .speed import speed_cbs, resolve_speed, speed_options
 from .checkpoint import RunLock
 from .learner import image_folder_dls, create_encoder
 
@@ -76,7 +76,7 @@ def _flat(d:dict, pre='')->dict:
 
 def run_config(p:Preset, seed:int=42, encoder=None, speed:dict=None, fingerprint:str=None, sync_bn:bool=False)->dict:
     "Everything that decides a run's numbers, as `config.json` holds it"
-    spd = {k: (speed or {}).get(k) for k in ('bf16', 'channels_last', 'compile')}
+    spd = speed_options(speed)
     return {'preset': p.to_dict(), 'seed': seed, 'encoder': str(Path(encoder).resolve()) if encoder else None, 'sync_bn': bool(sync_bn),
             'speed': spd, 'data': {'fingerprint': fingerprint}, 'versions': versions()}
 
@@ -161,7 +161,7 @@ def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
     seed = check_seed(seed)
     device = resolve_device(device)
     speed = resolve_speed(**(speed or {}), device=device)
-    spd = {k: speed[k] for k in ('bf16', 'channels_last', 'compile')}
+    spd = speed_options(speed)
     data_path = data.path if isinstance(data, CIFARData) else cifar10_path(data)
     out = Path(out or f'runs/{p.name}')
     main = is_main_process()
@@ -253,7 +253,7 @@ def pretrain_images(images, # A folder with image files anywhere below it, of an
     p = get_preset(preset) if isinstance(preset, str) else preset.validate()
     seed, device = check_seed(seed), resolve_device(device)
     speed = resolve_speed(**(speed or {}), device=device)
-    spd = {k: speed[k] for k in ('bf16', 'channels_last', 'compile')}
+    spd = speed_options(speed)
     images = Path(images)
     if not images.is_dir(): raise FileNotFoundError(f"--images {images}: no such folder")
     size = int(check_num('size', size, 8, 4096, integer=True))

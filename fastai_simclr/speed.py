@@ -14,7 +14,8 @@ from fastai.basics import Callback, default_device
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 
 # %% auto #0
-__all__ = ['BF16', 'ToChannelsLast', 'CompileModel', 'bf16_native', 'resolve_speed', 'speed_cbs']
+__all__ = ['SPEED_OPTIONS', 'BF16', 'ToChannelsLast', 'CompileModel', 'bf16_native', 'resolve_speed', 'speed_options',
+           'speed_label', 'speed_cbs', 'bf16_parity', 'format_parity']
 
 # %% ../nbs/13_speed.ipynb #34915e5d
 def _device_type(device=None)->str:
@@ -77,6 +78,17 @@ def resolve_speed(bf16:bool|None=None, # bfloat16 autocast; None: on where `bf16
     return {'device_type': dev, 'bf16': fast if bf16 is None else bf16,
             'channels_last': fast if channels_last is None else channels_last, 'compile': bool(compile)}
 
+# %% ../nbs/13_speed.ipynb #57ef3a3f
+SPEED_OPTIONS = ('bf16', 'channels_last', 'compile') # The options `speed_cbs` takes, in the order results record them
+
+def speed_options(speed:dict|None)->dict:
+    "The `SPEED_OPTIONS` of `speed` (e.g. `resolve_speed`'s result, which also holds the device type); missing ones are None"
+    return {k: (speed or {}).get(k) for k in SPEED_OPTIONS}
+
+def speed_label(speed:dict|None)->str:
+    "The options that are on, e.g. 'bf16, channels_last', or 'float32' when none is"
+    return ', '.join(k for k in SPEED_OPTIONS if (speed or {}).get(k)) or 'float32'
+
 # %% ../nbs/13_speed.ipynb #ee4babb9
 def speed_cbs(bf16:bool|None=None, # bfloat16 autocast; None: on where `bf16_native(device)`
               channels_last:bool|None=None, # Channels-last model and inputs; None: on where `bf16_native(device)`
@@ -86,3 +98,80 @@ def speed_cbs(bf16:bool|None=None, # bfloat16 autocast; None: on where `bf16_nat
     "Callbacks for the speed options (see `resolve_speed`), for `Learner(cbs=...)` or a recipe's `cbs`"
     o = resolve_speed(bf16, channels_last, compile, device)
     return [cb() for k,cb in (('compile', CompileModel), ('channels_last', ToChannelsLast), ('bf16', BF16)) if o[k]]
+
+# %% ../nbs/13_speed.ipynb #2e0f2dc6
+from .recipes import get_preset, pretrain_learner, baseline_learner, preset_stats, preset_train_augs, test_indices, SALTS
+from .data import unlabeled_dls, fold_dls
+from .utils import seeded_subset
+from .knn import knn_eval
+
+class _BatchLosses(Callback):
+    "The training loss of every batch, kept on the device until the fit ends (no host sync per step)"
+    order = 90
+    def before_fit(self): self.losses, self.per_epoch = [], []
+    def before_epoch(self): self.per_epoch.append(0)
+    def after_batch(self):
+        if self.training: self.losses.append(self.learn.loss.detach().float()); self.per_epoch[-1] += 1
+    def after_fit(self): self.values = torch.stack(self.losses).tolist() if self.losses else []
+
+class _EpochKNN(Callback):
+    "k-NN accuracy of the encoder after every epoch, in float32 (outside the autocast of the step)"
+    order = 95
+    def __init__(self, knn): self.knn, self.acc = knn, []
+    def after_epoch(self): self.acc.append(self.knn(self.learn.model.encoder))
+
+def _parity_run(data, kind, n, epochs, bs, seed, bf16, device, eval_n):
+    "One run of `bf16_parity`: the loss of every batch, the mean loss and the accuracy after each epoch"
+    p = get_preset('seed', pretrain_bs=bs, bs=bs)
+    rec, cbs = _BatchLosses(), [*speed_cbs(bf16=bf16, channels_last=True, device=device)]
+    if kind == 'pretrain':
+        dls = unlabeled_dls(data, bs=bs, n=n, valid_n=eval_n[1], seed=seed, device=device, stats=preset_stats(p))
+        learn = pretrain_learner(dls, p, seed, cbs=[*cbs, rec])
+        bank = seeded_subset(len(data.train_x), eval_n[0], seed, SALTS['knn_bank'])
+        test = test_indices(data, eval_n[1], seed, 'knn_test')
+        ev = _EpochKNN(lambda enc: float(knn_eval(enc, data.train_x[bank], data.train_y[bank], data.test_x[test], data.test_y[test],
+                                                  k=min(p.knn_k, len(bank)), stats=preset_stats(p), device=device)))
+        with learn.no_bar(), learn.no_logging(): learn.fit(epochs, cbs=ev)
+        acc = ev.acc
+    else:
+        dls = fold_dls(data, 0, 5, n / len(data.train_x), seed, bs, batch_tfms=preset_train_augs(p), device=device, stats=preset_stats(p))
+        learn = baseline_learner(dls, p, seed, cbs=[*cbs, rec])
+        with learn.no_bar(), learn.no_logging(): learn.fit(epochs)
+        acc = [float(v[-1]) for v in learn.recorder.values]   # the validation accuracy
+    b, i, ep = rec.values, 0, []
+    for m in rec.per_epoch: ep.append(sum(b[i:i+m]) / m); i += m
+    return {'precision': 'bf16' if bf16 else 'float32', 'seed': seed, 'batch_loss': b, 'epoch_loss': ep, 'accuracy': acc}
+
+# %% ../nbs/13_speed.ipynb #e8d06a67
+def bf16_parity(data, # From `load_cifar10`
+                kind:str='pretrain', # 'pretrain': SimCLR, k-NN accuracy after each epoch; 'baseline': classifier from scratch, validation accuracy
+                n:int=2048, # Images pre-trained on, or labeled images of the baseline (a fifth of them held out for validation)
+                epochs:int=4, # Epochs of each run
+                bs:int=128, # Batch size
+                seeds=(42, 43), # float32 and bf16 both run from the first; bf16 runs again from the second, for the spread a seed makes
+                eval_n=(2000, 1000), # k-NN bank and test images (pre-training; the test images also give its validation loss)
+                device='cpu', # Where the runs train
+               )->dict:
+    "The same run in float32 and in bf16 from one seed, and in bf16 from a second seed: what bf16 changes, against what the seed changes"
+    if kind not in ('pretrain', 'baseline'): raise ValueError(f"kind must be 'pretrain' or 'baseline', got {kind!r}")
+    if len(seeds) != 2 or seeds[0] == seeds[1]: raise ValueError(f"seeds must be two different seeds, got {seeds!r}")
+    runs = {name: _parity_run(data, kind, n, epochs, bs, seed, bf16, device, eval_n)
+            for name, seed, bf16 in (('float32', seeds[0], False), ('bf16', seeds[0], True), ('bf16, 2nd seed', seeds[1], True))}
+    f, b, s = runs['float32'], runs['bf16'], runs['bf16, 2nd seed']
+    gap = lambda x, y, k: max(abs(u - v) for u, v in zip(x[k], y[k]))
+    return {'kind': kind, 'n': n, 'epochs': epochs, 'bs': bs, 'steps': len(f['batch_loss']), 'runs': runs,
+            'first_loss_rel_diff': abs(b['batch_loss'][0] - f['batch_loss'][0]) / abs(f['batch_loss'][0]),
+            'loss_gap': gap(b, f, 'epoch_loss'), 'loss_spread': gap(b, s, 'epoch_loss'),
+            'acc_gap': abs(b['accuracy'][-1] - f['accuracy'][-1]), 'acc_spread': abs(b['accuracy'][-1] - s['accuracy'][-1])}
+
+def format_parity(r:dict)->str:
+    "`bf16_parity`'s result as text: loss and accuracy after each epoch of each run, then what bf16 and the seed change"
+    acc = 'k-NN acc' if r['kind'] == 'pretrain' else 'valid acc'
+    out = [f"{r['kind']}: {r['n']:,} images, batch {r['bs']}, {r['epochs']} epochs ({r['steps']} steps), channels-last in every run",
+           f"{'epoch mean loss / ' + acc:<24}" + ''.join(f"{'epoch ' + str(e+1):<17}" for e in range(r['epochs']))]
+    for k, v in r['runs'].items():
+        out.append(f"{k:<24}" + ''.join(f"{l:.4f} / {100*a:4.1f}%   " for l, a in zip(v['epoch_loss'], v['accuracy'])))
+    out += ['', f"first batch (same weights, same views): bf16 loss {100*r['first_loss_rel_diff']:.3f}% from float32",
+            f"largest epoch-loss difference: bf16 vs float32 {r['loss_gap']:.4f}; 2nd seed vs 1st {r['loss_spread']:.4f}",
+            f"last-epoch {acc}: bf16 vs float32 {100*r['acc_gap']:.1f} points; 2nd seed vs 1st {100*r['acc_spread']:.1f} points"]
+    return '\n'.join(out)

@@ -21,7 +21,7 @@ from .recipes import (Preset, get_preset, preset_encoder, preset_stats, check_da
 from .report import paired_interval, paired_differences, provenance_lines, _excludes_zero, _done
 from .reproduce import (ProgressLine, run_config, check_config, check_out, code_version, versions, device_name, data_fingerprint,
                                      _phase_line)
-from .speed import speed_cbs, resolve_speed
+from .speed import speed_cbs, resolve_speed, speed_options
 from .checkpoint import RunLock
 
 # %% auto #0
@@ -323,7 +323,7 @@ def sweep(fracs=None, # Label fractions of the training images, in (0, 1]: a lis
     fracs, mfl = sweep_settings(p, fracs, max_fold_labels)
     seed, device = check_seed(seed), resolve_device(device)
     speed = resolve_speed(**(speed or {}), device=device)
-    spd = {k: speed[k] for k in ('bf16', 'channels_last', 'compile')}
+    spd = speed_options(speed)
     data_path = data.path if isinstance(data, CIFARData) else cifar10_path(data)
     out = Path(out or f'runs/sweep-{p.name}')
     enc = None if encoder is None else find_encoder(encoder)
@@ -379,7 +379,7 @@ def _fraction(it, i, n, data, out, seed, enc, feats, n_test, device, log, cbs):
     return r
 
 def _sweep_phases(p, data, plan, out, seed, enc, mfl, device, log, command, speed, fp, t_all):
-    spd = {k: speed[k] for k in ('bf16', 'channels_last', 'compile')}
+    spd = speed_options(speed)
     cbs = lambda label, unit: [*speed_cbs(**spd, device=device), ProgressLine(label, unit, log=log)]
     pre = _pretrain_phase(p, data, out, seed, enc, device, log, cbs)
     enc = Path(pre['encoder'])

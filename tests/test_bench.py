@@ -13,7 +13,9 @@ TINY = ('--bs', '8', '--steps', '2', '--warmup', '1', '--device', 'cpu', '--thre
 def test_bench_prints_figures_ratios_and_split(tmp_path, cifar_path):
     r = run_cli('bench', '--data', str(cifar_path), *TINY, '--only', 'ours,plain', '--rounds', '2', '--json', str(tmp_path/'b.json'))
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = {l.split()[0]: l for l in r.stdout.splitlines() if l.split()[:1] in (['ours'], ['plain'])}
+    rows = {}
+    for l in r.stdout.splitlines():   # the rows of (1); (2) repeats ours after them
+        if l.split()[:1] in (['ours'], ['plain']): rows.setdefault(l.split()[0], l)
     assert set(rows) == {'ours', 'plain'}
     for l in rows.values(): assert all(f in l for f in FIELDS), l
     assert 'ours/plain:' in r.stdout and 'ours/peer: n/a' in r.stdout and 'batch 8 images (16 views)' in r.stdout
@@ -21,12 +23,30 @@ def test_bench_prints_figures_ratios_and_split(tmp_path, cifar_path):
     assert res['ours']['views_per_s'] > 0 and res['plain']['views_per_s'] > 0 and len(res['ours']['rounds']) == 2
     assert res['ours_over_plain'] == pytest.approx(res['ours']['views_per_s'] / res['plain']['views_per_s'])
     assert res['config']['speed'] == {'device_type': 'cpu', 'bf16': NATIVE, 'channels_last': NATIVE, 'compile': False}
+    assert all(res[k]['warmup_s'] > 0 for k in ('ours', 'plain'))   # the warm-up step is timed apart (torch.compile compiles there)
+    # (2) without --only peer: ours at its defaults is the measurement of (1), which ran at the device defaults
+    assert res['defaults']['ours']['same_as'] == 'ours' and res['defaults']['ours_over_peer'] is None
+    assert 'ours/peer at their defaults: n/a' in r.stdout
+
+def test_bench_compares_each_at_its_defaults(tmp_path, cifar_path):
+    "(1) in float32 for all; (2) measures ours again at the device defaults where they differ; --no-defaults skips (2)"
+    r = run_cli('bench', '--data', str(cifar_path), *TINY, '--only', 'ours', '--no-bf16', '--no-channels-last', '--json', str(tmp_path/'b.json'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path/'b.json').read_text())
+    assert res['ours']['speed'] == {'bf16': False, 'channels_last': False, 'compile': False}
+    d = res['defaults']['ours']
+    assert d['speed'] == {'bf16': NATIVE, 'channels_last': NATIVE, 'compile': False} and d['views_per_s'] > 0
+    assert ('same_as' in d) == (not NATIVE)
+    assert '(1) the same settings for all (float32)' in r.stdout and '(2) each at its defaults' in r.stdout
+    r = run_cli('bench', '--data', str(cifar_path), *TINY, '--only', 'ours', '--no-defaults', '--json', str(tmp_path/'c.json'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'defaults' not in json.loads((tmp_path/'c.json').read_text()) and '(2)' not in r.stdout
 
 def test_bench_speed_flags_are_recorded(tmp_path, cifar_path):
     r = run_cli('bench', '--data', str(cifar_path), *TINY, '--only', 'ours', '--bf16', '--channels-last', '--json', str(tmp_path/'b.json'))
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path/'b.json').read_text())['config']['speed']['channels_last'] is True
-    assert "'bf16': True" in r.stdout
+    assert '(1) the same settings for all (bf16, channels_last)' in r.stdout
 
 @pytest.mark.parametrize('args,msg', [(('--bs', '1'), 'bs must be an integer >= 2'), (('--steps', '0'), 'steps must be a positive integer'),
                                       (('--only', 'mine'), 'unknown measurement'), (('--device', 'cuda'), 'CUDA is not available')])
@@ -48,7 +68,8 @@ def test_bench_peer_measured(cifar_path):
     assert r.returncode == 0, r.stderr[-3000:]
     peer = [l for l in r.stdout.splitlines() if l.startswith('peer ')]
     assert peer and all(f in peer[0] for f in FIELDS), r.stdout
-    assert 'ours/peer: n/a' not in r.stdout
+    assert 'ours/peer: n/a' not in r.stdout and 'ours/peer at their defaults: n/a' not in r.stdout
+    assert 'float32' in [l for l in r.stdout.splitlines() if l.startswith('peer ')][-1]   # (2): the peer at its own default
 
 def test_gpu_reproduce_script_cpu_path(tmp_path, cifar_path):
     "bench/gpu_reproduce.sh end to end on the CPU with the smoke preset: benchmark, reproduce, results folder"
