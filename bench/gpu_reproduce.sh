@@ -33,11 +33,11 @@ print('torch', torch.__version__, '|', torch.cuda.get_device_name() if torch.cud
 "$PY" -m fastai_simclr.cli prepare
 
 SPEED=(); [ "${COMPILE:-0}" = 1 ] && SPEED+=(--compile)
-ONLY=ours,plain
-if [ "${PEER:-0}" = 1 ]; then bash bench/setup_peer.sh >/dev/null && ONLY=ours,plain,peer || echo "gpu_reproduce: peer setup failed; measuring ours and plain"; fi
+ONLY=ours,plain; CMP=(--no-defaults)   # (2), each at its defaults, needs the peer
+if [ "${PEER:-0}" = 1 ]; then bash bench/setup_peer.sh >/dev/null && { ONLY=ours,plain,peer; CMP=(); } || echo "gpu_reproduce: peer setup failed; measuring ours and plain"; fi
 BENCH_JSON="$(mktemp -d)/bench.json"
 "$PY" -m fastai_simclr.cli bench --device "$DEVICE" --bs "${BENCH_BS:-256}" --steps "${BENCH_STEPS:-50}" --warmup "${BENCH_WARMUP:-10}" \
-  --only "$ONLY" --json "$BENCH_JSON" "${SPEED[@]}"
+  --only "$ONLY" --json "$BENCH_JSON" "${CMP[@]}" "${SPEED[@]}"
 t_bench=$(date +%s)
 
 # the preset: the seed recipe if the measured throughput fits it into BUDGET_S, else gpu10min (what it cuts: recipes.PRESETS)
@@ -45,7 +45,7 @@ if [ -z "${PRESET:-}" ]; then
   PRESET=$("$PY" - "$BENCH_JSON" "$BUDGET_S" <<'PYEOF'
 import json, sys
 from fastai_simclr.bench import fit_preset
-vps = json.load(open(sys.argv[1]))['ours']['views_per_s']
+vps = json.load(open(sys.argv[1]))['ours']['views_per_s']   # ours with the speed options reproduce runs with
 name, est = fit_preset(vps, float(sys.argv[2]))
 print(f"{vps:.0f} views/s: " + ', '.join(f"{k} ~{v:.0f}s" for k,v in est.items()) + f" -> {name}", file=sys.stderr)
 print(name)
