@@ -148,30 +148,35 @@ def bf16_parity(data, # From `load_cifar10`
                 n:int=2048, # Images pre-trained on, or labeled images of the baseline (a fifth of them held out for validation)
                 epochs:int=4, # Epochs of each run
                 bs:int=128, # Batch size
-                seeds=(42, 43), # float32 and bf16 both run from the first; bf16 runs again from the second, for the spread a seed makes
+                seeds=(42, 43), # Each seed runs in float32 and in bf16
                 eval_n=(2000, 1000), # k-NN bank and test images (pre-training; the test images also give its validation loss)
                 device='cpu', # Where the runs train
                )->dict:
-    "The same run in float32 and in bf16 from one seed, and in bf16 from a second seed: what bf16 changes, against what the seed changes"
+    "Every seed's run in float32 and in bf16: what bf16 changes for a seed, against what changing the seed changes in one precision"
     if kind not in ('pretrain', 'baseline'): raise ValueError(f"kind must be 'pretrain' or 'baseline', got {kind!r}")
-    if len(seeds) != 2 or seeds[0] == seeds[1]: raise ValueError(f"seeds must be two different seeds, got {seeds!r}")
-    runs = {name: _parity_run(data, kind, n, epochs, bs, seed, bf16, device, eval_n)
-            for name, seed, bf16 in (('float32', seeds[0], False), ('bf16', seeds[0], True), ('bf16, 2nd seed', seeds[1], True))}
-    f, b, s = runs['float32'], runs['bf16'], runs['bf16, 2nd seed']
-    gap = lambda x, y, k: max(abs(u - v) for u, v in zip(x[k], y[k]))
-    return {'kind': kind, 'n': n, 'epochs': epochs, 'bs': bs, 'steps': len(f['batch_loss']), 'runs': runs,
-            'first_loss_rel_diff': abs(b['batch_loss'][0] - f['batch_loss'][0]) / abs(f['batch_loss'][0]),
-            'loss_gap': gap(b, f, 'epoch_loss'), 'loss_spread': gap(b, s, 'epoch_loss'),
-            'acc_gap': abs(b['accuracy'][-1] - f['accuracy'][-1]), 'acc_spread': abs(b['accuracy'][-1] - s['accuracy'][-1])}
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds): raise ValueError(f"seeds must be two or more different seeds, got {seeds!r}")
+    runs = {(s, bf16): _parity_run(data, kind, n, epochs, bs, s, bf16, device, eval_n) for s in seeds for bf16 in (False, True)}
+    diff = lambda a, b, k: max(abs(u - v) for u, v in zip(a[k], b[k]))
+    same_seed = [(runs[s, False], runs[s, True]) for s in seeds]                       # differ by the precision only
+    same_prec = [(runs[s, b], runs[t, b]) for b in (False, True) for s in seeds for t in seeds if s < t]   # by the seed only
+    last = lambda b: [runs[s, b]['accuracy'][-1] for s in seeds]
+    return {'kind': kind, 'n': n, 'epochs': epochs, 'bs': bs, 'seeds': list(seeds), 'steps': len(runs[seeds[0], False]['batch_loss']),
+            'runs': {f"{'bf16' if b else 'float32'}, seed {s}": r for (s, b), r in runs.items()},
+            'first_loss_rel_diff': max(abs(b['batch_loss'][0] - f['batch_loss'][0]) / abs(f['batch_loss'][0]) for f, b in same_seed),
+            'loss_gap': max(diff(f, b, 'epoch_loss') for f, b in same_seed), 'loss_spread': max(diff(x, y, 'epoch_loss') for x, y in same_prec),
+            'acc_float32': sum(last(False)) / len(seeds), 'acc_bf16': sum(last(True)) / len(seeds),
+            'acc_gap': max(abs(f['accuracy'][-1] - b['accuracy'][-1]) for f, b in same_seed),
+            'acc_spread': max(abs(x['accuracy'][-1] - y['accuracy'][-1]) for x, y in same_prec)}
 
 def format_parity(r:dict)->str:
     "`bf16_parity`'s result as text: loss and accuracy after each epoch of each run, then what bf16 and the seed change"
-    acc = 'k-NN acc' if r['kind'] == 'pretrain' else 'valid acc'
+    acc = 'k-NN' if r['kind'] == 'pretrain' else 'valid'
     out = [f"{r['kind']}: {r['n']:,} images, batch {r['bs']}, {r['epochs']} epochs ({r['steps']} steps), channels-last in every run",
-           f"{'epoch mean loss / ' + acc:<24}" + ''.join(f"{'epoch ' + str(e+1):<17}" for e in range(r['epochs']))]
+           f"mean loss / {acc} acc  " + ''.join(f"{'epoch ' + str(e+1):<17}" for e in range(r['epochs']))]
     for k, v in r['runs'].items():
-        out.append(f"{k:<24}" + ''.join(f"{l:.4f} / {100*a:4.1f}%   " for l, a in zip(v['epoch_loss'], v['accuracy'])))
-    out += ['', f"first batch (same weights, same views): bf16 loss {100*r['first_loss_rel_diff']:.3f}% from float32",
-            f"largest epoch-loss difference: bf16 vs float32 {r['loss_gap']:.4f}; 2nd seed vs 1st {r['loss_spread']:.4f}",
-            f"last-epoch {acc}: bf16 vs float32 {100*r['acc_gap']:.1f} points; 2nd seed vs 1st {100*r['acc_spread']:.1f} points"]
+        out.append(f"{k:<20}" + ''.join(f"{l:.4f} / {100*a:4.1f}%   " for l, a in zip(v['epoch_loss'], v['accuracy'])))
+    out += ['', f"first batch (same weights, same views): bf16 loss at most {100*r['first_loss_rel_diff']:.3f}% from float32",
+            f"largest epoch-loss difference: bf16 vs float32 (same seed) {r['loss_gap']:.4f}; between seeds (same precision) {r['loss_spread']:.4f}",
+            f"last-epoch {acc} accuracy: bf16 vs float32 (same seed) up to {100*r['acc_gap']:.1f} points; between seeds up to "
+            f"{100*r['acc_spread']:.1f} points; mean over seeds float32 {100*r['acc_float32']:.1f}%, bf16 {100*r['acc_bf16']:.1f}%"]
     return '\n'.join(out)
