@@ -134,14 +134,11 @@ def _rgb2hsv(x):
     return torch.stack([torch.fmod(h/6. + 1., 1.), s, maxc], -3)
 
 def _hsv2rgb(x):
+    "The closed form of torchvision's six-sector HSV to RGB: channel n in (R,G,B) = (5,3,1) is v - v*s*clamp(min(k, 4-k), 0, 1), k = (n + 6h) mod 6"
     h,s,v = x.unbind(-3)
-    i = torch.floor(h * 6.)
-    f = h*6. - i
-    i = i.to(torch.int32) % 6
-    p,q,t = (v*(1-s)).clamp(0, 1),(v*(1-s*f)).clamp(0, 1),(v*(1-s*(1-f))).clamp(0, 1)
-    mask = (i.unsqueeze(-3) == torch.arange(6, device=i.device).view(-1, 1, 1)).to(x.dtype)
-    a = torch.stack([torch.stack(o, -3) for o in [(v,q,p,p,t,v), (t,v,v,q,p,p), (p,p,t,v,v,q)]], -4)
-    return torch.einsum('...ijk,...xijk->...xjk', mask, a)
+    n = torch.tensor([5., 3., 1.], dtype=x.dtype, device=x.device).view(3, 1, 1)
+    k = torch.remainder(n + (h*6.).unsqueeze(-3), 6.)
+    return v.unsqueeze(-3) - (v*s).unsqueeze(-3) * torch.minimum(k, 4. - k).clamp(0, 1)
 
 def adjust_hue(x, f):
     "Per-image hue shifts `f` `(B,)` in [-0.5, 0.5]"
