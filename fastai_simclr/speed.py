@@ -156,15 +156,17 @@ def bf16_parity(data, # From `load_cifar10`
     if kind not in ('pretrain', 'baseline'): raise ValueError(f"kind must be 'pretrain' or 'baseline', got {kind!r}")
     if len(seeds) < 2 or len(set(seeds)) != len(seeds): raise ValueError(f"seeds must be two or more different seeds, got {seeds!r}")
     runs = {(s, bf16): _parity_run(data, kind, n, epochs, bs, s, bf16, device, eval_n) for s in seeds for bf16 in (False, True)}
-    diff = lambda a, b, k: max(abs(u - v) for u, v in zip(a[k], b[k]))
-    same_seed = [(runs[s, False], runs[s, True]) for s in seeds]                       # differ by the precision only
+    diff = lambda a, b: max(abs(u - v) for u, v in zip(a, b))   # the largest difference over the epochs
+    mean = lambda bf16, k: [sum(x) / len(seeds) for x in zip(*(runs[s, bf16][k] for s in seeds))]   # over the seeds, per epoch
+    same_seed = [(runs[s, False], runs[s, True]) for s in seeds]                        # differ by the precision only
     same_prec = [(runs[s, b], runs[t, b]) for b in (False, True) for s in seeds for t in seeds if s < t]   # by the seed only
-    last = lambda b: [runs[s, b]['accuracy'][-1] for s in seeds]
     return {'kind': kind, 'n': n, 'epochs': epochs, 'bs': bs, 'seeds': list(seeds), 'steps': len(runs[seeds[0], False]['batch_loss']),
             'runs': {f"{'bf16' if b else 'float32'}, seed {s}": r for (s, b), r in runs.items()},
             'first_loss_rel_diff': max(abs(b['batch_loss'][0] - f['batch_loss'][0]) / abs(f['batch_loss'][0]) for f, b in same_seed),
-            'loss_gap': max(diff(f, b, 'epoch_loss') for f, b in same_seed), 'loss_spread': max(diff(x, y, 'epoch_loss') for x, y in same_prec),
-            'acc_float32': sum(last(False)) / len(seeds), 'acc_bf16': sum(last(True)) / len(seeds),
+            'loss_gap': max(diff(f['epoch_loss'], b['epoch_loss']) for f, b in same_seed),       # one seed, two precisions
+            'loss_bias': diff(mean(False, 'epoch_loss'), mean(True, 'epoch_loss')),  # the precisions' means over the seeds
+            'loss_spread': max(diff(x['epoch_loss'], y['epoch_loss']) for x, y in same_prec),  # one precision, two seeds
+            'acc_float32': mean(False, 'accuracy')[-1], 'acc_bf16': mean(True, 'accuracy')[-1],
             'acc_gap': max(abs(f['accuracy'][-1] - b['accuracy'][-1]) for f, b in same_seed),
             'acc_spread': max(abs(x['accuracy'][-1] - y['accuracy'][-1]) for x, y in same_prec)}
 
@@ -176,7 +178,8 @@ def format_parity(r:dict)->str:
     for k, v in r['runs'].items():
         out.append(f"{k:<20}" + ''.join(f"{l:.4f} / {100*a:4.1f}%   " for l, a in zip(v['epoch_loss'], v['accuracy'])))
     out += ['', f"first batch (same weights, same views): bf16 loss at most {100*r['first_loss_rel_diff']:.3f}% from float32",
-            f"largest epoch-loss difference: bf16 vs float32 (same seed) {r['loss_gap']:.4f}; between seeds (same precision) {r['loss_spread']:.4f}",
-            f"last-epoch {acc} accuracy: bf16 vs float32 (same seed) up to {100*r['acc_gap']:.1f} points; between seeds up to "
-            f"{100*r['acc_spread']:.1f} points; mean over seeds float32 {100*r['acc_float32']:.1f}%, bf16 {100*r['acc_bf16']:.1f}%"]
+            f"largest epoch-loss difference: bf16 vs float32 from one seed {r['loss_gap']:.4f}; between the precisions' means over "
+            f"seeds {r['loss_bias']:.4f}; between seeds in one precision {r['loss_spread']:.4f}",
+            f"last-epoch {acc} accuracy, mean over seeds: float32 {100*r['acc_float32']:.1f}%, bf16 {100*r['acc_bf16']:.1f}%; "
+            f"bf16 vs float32 from one seed up to {100*r['acc_gap']:.1f} points; between seeds up to {100*r['acc_spread']:.1f} points"]
     return '\n'.join(out)

@@ -1,4 +1,4 @@
-"""bf16 does not hurt learning: on real CIFAR-10, float32 and bf16 runs from one seed differ no more than runs from two seeds.
+"""bf16 does not hurt learning: on real CIFAR-10, bf16 shifts the loss curves and accuracies no more than a change of seed does.
 
 `bf16_parity` trains the same run from two seeds, each in float32 and in bf16 (same weights, batches and views for a seed:
 only the arithmetic differs). The tolerance is the spread between the seeds in one precision: a precision effect no larger
@@ -14,9 +14,9 @@ def test_bf16_changes_less_than_the_seed(cifar, kind, n):
     assert f['batch_loss'] != b['batch_loss']   # bf16 did run: the arithmetic differs
     # the first step: same weights and views, so only bf16's rounding (2**-8 = 0.4% per value, averaged over the batch)
     assert r['first_loss_rel_diff'] < 1e-2, r['first_loss_rel_diff']
-    # the curves: bf16 moves every epoch's mean loss no more than changing the seed does
-    assert r['loss_gap'] <= r['loss_spread'], (r['loss_gap'], r['loss_spread'])
-    # the accuracies: the precisions' means over the seeds differ by no more than the seeds do
+    # training is chaotic: within a few steps the rounding grows until one seed's two runs differ like two seeds' runs. What
+    # must not happen is a systematic shift: the precisions' mean curves over the seeds differ no more than the seeds do
+    assert r['loss_bias'] <= r['loss_spread'], (r['loss_bias'], r['loss_spread'])
     assert abs(r['acc_bf16'] - r['acc_float32']) <= r['acc_spread'], r
     # both learn: the loss falls from the first epoch to the second in both precisions
     assert f['epoch_loss'][-1] < f['epoch_loss'][0] and b['epoch_loss'][-1] < b['epoch_loss'][0]
