@@ -115,13 +115,14 @@ class _BatchLosses(Callback):
     def after_fit(self): self.values = torch.stack(self.losses).tolist() if self.losses else []
 
 class _EpochKNN(Callback):
-    "k-NN accuracy of the encoder after every epoch, in float32 (outside the autocast of the step)"
+    "k-NN accuracy of the encoder before training and after every epoch, in float32 (outside the autocast of the step)"
     order = 95
     def __init__(self, knn): self.knn, self.acc = knn, []
+    def before_fit(self): self.init = self.knn(self.learn.model.encoder)
     def after_epoch(self): self.acc.append(self.knn(self.learn.model.encoder))
 
 def _parity_run(data, kind, n, epochs, bs, seed, bf16, device, eval_n):
-    "One run of `bf16_parity`: the loss of every batch, the mean loss and the accuracy after each epoch"
+    "One run of `bf16_parity`: the loss of every batch, the mean loss and the accuracy after each epoch (and before training, for k-NN)"
     p = get_preset('seed', pretrain_bs=bs, bs=bs)
     rec, cbs = _BatchLosses(), [*speed_cbs(bf16=bf16, channels_last=True, device=device)]
     if kind == 'pretrain':
@@ -132,15 +133,15 @@ def _parity_run(data, kind, n, epochs, bs, seed, bf16, device, eval_n):
         ev = _EpochKNN(lambda enc: float(knn_eval(enc, data.train_x[bank], data.train_y[bank], data.test_x[test], data.test_y[test],
                                                   k=min(p.knn_k, len(bank)), stats=preset_stats(p), device=device)))
         with learn.no_bar(), learn.no_logging(): learn.fit(epochs, cbs=ev)
-        acc = ev.acc
+        acc, init = ev.acc, ev.init
     else:
         dls = fold_dls(data, 0, 5, n / len(data.train_x), seed, bs, batch_tfms=preset_train_augs(p), device=device, stats=preset_stats(p))
         learn = baseline_learner(dls, p, seed, cbs=[*cbs, rec])
         with learn.no_bar(), learn.no_logging(): learn.fit(epochs)
-        acc = [float(v[-1]) for v in learn.recorder.values]   # the validation accuracy
+        acc, init = [float(v[-1]) for v in learn.recorder.values], None   # the validation accuracy
     b, i, ep = rec.values, 0, []
     for m in rec.per_epoch: ep.append(sum(b[i:i+m]) / m); i += m
-    return {'precision': 'bf16' if bf16 else 'float32', 'seed': seed, 'batch_loss': b, 'epoch_loss': ep, 'accuracy': acc}
+    return {'precision': 'bf16' if bf16 else 'float32', 'seed': seed, 'batch_loss': b, 'epoch_loss': ep, 'accuracy': acc, 'acc_init': init}
 
 # %% ../nbs/13_speed.ipynb #e8d06a67
 def bf16_parity(data, # From `load_cifar10`
@@ -168,18 +169,26 @@ def bf16_parity(data, # From `load_cifar10`
             'loss_spread': max(diff(x['epoch_loss'], y['epoch_loss']) for x, y in same_prec),  # one precision, two seeds
             'acc_float32': mean(False, 'accuracy')[-1], 'acc_bf16': mean(True, 'accuracy')[-1],
             'acc_gap': max(abs(f['accuracy'][-1] - b['accuracy'][-1]) for f, b in same_seed),
-            'acc_spread': max(abs(x['accuracy'][-1] - y['accuracy'][-1]) for x, y in same_prec)}
+            'acc_spread': max(abs(x['accuracy'][-1] - y['accuracy'][-1]) for x, y in same_prec),
+            'acc_diffs': [b['accuracy'][-1] - f['accuracy'][-1] for f, b in same_seed],   # bf16 minus float32, per seed
+            'eval_images': eval_n[1] if kind == 'pretrain' else n // 5}   # what each accuracy is measured on
 
 def format_parity(r:dict)->str:
     "`bf16_parity`'s result as text: loss and accuracy after each epoch of each run, then what bf16 and the seed change"
     acc = 'k-NN' if r['kind'] == 'pretrain' else 'valid'
+    init = r['kind'] == 'pretrain' and all(v.get('acc_init') is not None for v in r['runs'].values())
     out = [f"{r['kind']}: {r['n']:,} images, batch {r['bs']}, {r['epochs']} epochs ({r['steps']} steps), channels-last in every run",
-           f"mean loss / {acc} acc  " + ''.join(f"{'epoch ' + str(e+1):<17}" for e in range(r['epochs']))]
+           f"mean loss / {acc} acc  " + ('untrained  ' if init else '') + ''.join(f"{'epoch ' + str(e+1):<17}" for e in range(r['epochs']))]
     for k, v in r['runs'].items():
-        out.append(f"{k:<20}" + ''.join(f"{l:.4f} / {100*a:4.1f}%   " for l, a in zip(v['epoch_loss'], v['accuracy'])))
+        out.append(f"{k:<20}" + (f"{100*v['acc_init']:4.1f}%      " if init else '')
+                   + ''.join(f"{l:.4f} / {100*a:4.1f}%   " for l, a in zip(v['epoch_loss'], v['accuracy'])))
     out += ['', f"first batch (same weights, same views): bf16 loss at most {100*r['first_loss_rel_diff']:.3f}% from float32",
             f"largest epoch-loss difference: bf16 vs float32 from one seed {r['loss_gap']:.4f}; between the precisions' means over "
             f"seeds {r['loss_bias']:.4f}; between seeds in one precision {r['loss_spread']:.4f}",
             f"last-epoch {acc} accuracy, mean over seeds: float32 {100*r['acc_float32']:.1f}%, bf16 {100*r['acc_bf16']:.1f}%; "
             f"bf16 vs float32 from one seed up to {100*r['acc_gap']:.1f} points; between seeds up to {100*r['acc_spread']:.1f} points"]
+    if 'acc_diffs' in r:
+        p, m = (r['acc_float32'] + r['acc_bf16']) / 2, r['eval_images']
+        out.append(f"bf16 minus float32 per seed: " + ', '.join(f"{100*d:+.1f}" for d in r['acc_diffs'])
+                   + f" points; one accuracy on {m:,} images has a sampling error of about {100*(p*(1-p)/m)**0.5:.1f} points")
     return '\n'.join(out)
