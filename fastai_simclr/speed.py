@@ -15,7 +15,7 @@ from fastai.callback.fp16 import MixedPrecision, AMPMode
 
 # %% auto #0
 __all__ = ['SPEED_OPTIONS', 'BF16', 'ToChannelsLast', 'CompileModel', 'bf16_native', 'resolve_speed', 'speed_options',
-           'speed_label', 'speed_cbs', 'bf16_parity', 'format_parity']
+           'speed_label', 'speed_cbs', 'bf16_parity', 'format_parity', 'bf16_grad_check', 'format_grad_check']
 
 # %% ../nbs/13_speed.ipynb #34915e5d
 def _device_type(device=None)->str:
@@ -191,4 +191,65 @@ def format_parity(r:dict)->str:
         p, m = (r['acc_float32'] + r['acc_bf16']) / 2, r['eval_images']
         out.append(f"bf16 minus float32 per seed: " + ', '.join(f"{100*d:+.1f}" for d in r['acc_diffs'])
                    + f" points; one accuracy on {m:,} images has a sampling error of about {100*(p*(1-p)/m)**0.5:.1f} points")
+    return '\n'.join(out)
+
+# %% ../nbs/13_speed.ipynb #3e422984
+def _cos(a, b): a, b = a.double(), b.double(); return float(a @ b / (a.norm() * b.norm()))   # in float64: the vectors have 11M values
+def _rel(a, b): a, b = a.double(), b.double(); return float((b - a).norm() / a.norm())
+
+class _GradCheck(Callback):
+    "Every `every` steps of a float32 fit, the same batch's gradient under bf16 autocast, and the previous batch's, against this one's"
+    order = 60 # after the backward pass of every other callback's step
+    def __init__(self, every): self.every, self.rows, self.prev = every, [], None
+    def _grad(self): return torch.cat([p.grad.flatten() for p in self.ps])
+    def before_fit(self): self.ps = [p for p in self.learn.model.parameters() if p.requires_grad]
+    def after_backward(self):
+        i = self.learn.train_iter
+        if (i + 1) % self.every == 0: self.prev = self._grad().clone()   # the batch before the next checked one
+        if i % self.every or self.prev is None: return
+        g, saved = self._grad().clone(), [p.grad for p in self.ps]
+        bufs = [b.clone() for b in self.learn.model.buffers()]       # BatchNorm statistics: the extra pass must not move them
+        for p in self.ps: p.grad = None
+        with torch.autocast(_device_type(self.xb[0].device), dtype=torch.bfloat16):
+            pred = self.learn.model(*self.xb)
+            loss = self.learn.loss_func(pred.float(), *self.yb)
+        loss.backward()
+        g16 = self._grad()
+        for p, s in zip(self.ps, saved): p.grad = s
+        for b, s in zip(self.learn.model.buffers(), bufs): b.copy_(s)
+        l, l32 = float(loss.detach()), float(self.learn.loss.detach())
+        self.rows.append({'step': i, 'loss_rel': abs(l - l32) / abs(l32),
+                          'cos_bf16': _cos(g, g16), 'rel_bf16': _rel(g, g16), 'cos_batch': _cos(g, self.prev), 'rel_batch': _rel(g, self.prev)})
+
+def bf16_grad_check(data, # From `load_cifar10`
+                    kind:str='pretrain', # 'pretrain' (SimCLR, NT-Xent) or 'baseline' (classifier from scratch, cross-entropy)
+                    n:int=2048, # Images pre-trained on, or labeled images of the baseline (a fifth held out)
+                    epochs:int=1, # Epochs of the float32 fit
+                    bs:int=128, # Batch size
+                    every:int=4, # Check every `every`-th step (and keep the gradient of the step before it)
+                    seed:int=42, # Fixes the data, the views and the initial weights
+                    device='cpu', # Where the fit trains
+                   )->list: # One dict per checked step
+    "During a float32 fit, how far bf16 moves a step's gradient (same weights, same batch), against how far the previous batch's gradient is from it"
+    if kind not in ('pretrain', 'baseline'): raise ValueError(f"kind must be 'pretrain' or 'baseline', got {kind!r}")
+    if every < 2: raise ValueError(f"every must be 2 or more (the step before a checked one gives the other batch), got {every!r}")
+    p = get_preset('seed', pretrain_bs=bs, bs=bs)
+    cbs = speed_cbs(bf16=False, channels_last=True, device=device)
+    if kind == 'pretrain':
+        dls = unlabeled_dls(data, bs=bs, n=n, valid_n=bs, seed=seed, device=device, stats=preset_stats(p))
+        learn = pretrain_learner(dls, p, seed, cbs=cbs)
+    else:
+        dls = fold_dls(data, 0, 5, n / len(data.train_x), seed, bs, batch_tfms=preset_train_augs(p), device=device, stats=preset_stats(p))
+        learn = baseline_learner(dls, p, seed, cbs=cbs)
+    check = _GradCheck(every)
+    with learn.no_bar(), learn.no_logging(): learn.fit(epochs, cbs=check)
+    if not check.rows: raise ValueError(f"no step was checked: {len(learn.dls.train)} steps per epoch, every={every}; use more images, more epochs or a smaller `every`")
+    return check.rows
+
+def format_grad_check(rows:list)->str:
+    "`bf16_grad_check`'s rows as text, with the worst bf16 step and the closest pair of batches"
+    out = ['step  loss rel diff  | bf16 vs float32: cosine  rel diff | previous batch vs this: cosine  rel diff']
+    for r in rows: out.append(f"{r['step']:>4}  {100*r['loss_rel']:11.4f}%  | {r['cos_bf16']:22.5f}  {r['rel_bf16']:8.3f} | {r['cos_batch']:25.3f}  {r['rel_batch']:8.3f}")
+    out.append(f"bf16: lowest cosine {min(r['cos_bf16'] for r in rows):.5f}, largest rel diff {max(r['rel_bf16'] for r in rows):.3f}; "
+               f"another batch: highest cosine {max(r['cos_batch'] for r in rows):.3f}, smallest rel diff {min(r['rel_batch'] for r in rows):.3f}")
     return '\n'.join(out)
