@@ -121,13 +121,21 @@ class _EpochKNN(Callback):
     def before_fit(self): self.init = self.knn(self.learn.model.encoder)
     def after_epoch(self): self.acc.append(self.knn(self.learn.model.encoder))
 
+def _recipe_learner(data, kind, n, bs, seed, device, cbs, valid_n):
+    "The seed recipe's pre-training (`valid_n` test images validate it) or baseline `Learner` on `n` images at batch `bs`, and its preset"
+    if kind not in ('pretrain', 'baseline'): raise ValueError(f"kind must be 'pretrain' or 'baseline', got {kind!r}")
+    p = get_preset('seed', pretrain_bs=bs, bs=bs)
+    if kind == 'pretrain':
+        dls = unlabeled_dls(data, bs=bs, n=n, valid_n=valid_n, seed=seed, device=device, stats=preset_stats(p))
+        return p, pretrain_learner(dls, p, seed, cbs=cbs)
+    dls = fold_dls(data, 0, 5, n / len(data.train_x), seed, bs, batch_tfms=preset_train_augs(p), device=device, stats=preset_stats(p))
+    return p, baseline_learner(dls, p, seed, cbs=cbs)
+
 def _parity_run(data, kind, n, epochs, bs, seed, bf16, device, eval_n):
     "One run of `bf16_parity`: the loss of every batch, the mean loss and the accuracy after each epoch (and before training, for k-NN)"
-    p = get_preset('seed', pretrain_bs=bs, bs=bs)
-    rec, cbs = _BatchLosses(), [*speed_cbs(bf16=bf16, channels_last=True, device=device)]
+    rec = _BatchLosses()
+    p, learn = _recipe_learner(data, kind, n, bs, seed, device, [*speed_cbs(bf16=bf16, channels_last=True, device=device), rec], eval_n[1])
     if kind == 'pretrain':
-        dls = unlabeled_dls(data, bs=bs, n=n, valid_n=eval_n[1], seed=seed, device=device, stats=preset_stats(p))
-        learn = pretrain_learner(dls, p, seed, cbs=[*cbs, rec])
         bank = seeded_subset(len(data.train_x), eval_n[0], seed, SALTS['knn_bank'])
         test = test_indices(data, eval_n[1], seed, 'knn_test')
         ev = _EpochKNN(lambda enc: float(knn_eval(enc, data.train_x[bank], data.train_y[bank], data.test_x[test], data.test_y[test],
@@ -135,8 +143,6 @@ def _parity_run(data, kind, n, epochs, bs, seed, bf16, device, eval_n):
         with learn.no_bar(), learn.no_logging(): learn.fit(epochs, cbs=ev)
         acc, init = ev.acc, ev.init
     else:
-        dls = fold_dls(data, 0, 5, n / len(data.train_x), seed, bs, batch_tfms=preset_train_augs(p), device=device, stats=preset_stats(p))
-        learn = baseline_learner(dls, p, seed, cbs=[*cbs, rec])
         with learn.no_bar(), learn.no_logging(): learn.fit(epochs)
         acc, init = [float(v[-1]) for v in learn.recorder.values], None   # the validation accuracy
     b, i, ep = rec.values, 0, []
@@ -231,16 +237,8 @@ def bf16_grad_check(data, # From `load_cifar10`
                     device='cpu', # Where the fit trains
                    )->list: # One dict per checked step
     "During a float32 fit, how far bf16 moves a step's gradient (same weights, same batch), against how far the previous batch's gradient is from it"
-    if kind not in ('pretrain', 'baseline'): raise ValueError(f"kind must be 'pretrain' or 'baseline', got {kind!r}")
     if every < 2: raise ValueError(f"every must be 2 or more (the step before a checked one gives the other batch), got {every!r}")
-    p = get_preset('seed', pretrain_bs=bs, bs=bs)
-    cbs = speed_cbs(bf16=False, channels_last=True, device=device)
-    if kind == 'pretrain':
-        dls = unlabeled_dls(data, bs=bs, n=n, valid_n=bs, seed=seed, device=device, stats=preset_stats(p))
-        learn = pretrain_learner(dls, p, seed, cbs=cbs)
-    else:
-        dls = fold_dls(data, 0, 5, n / len(data.train_x), seed, bs, batch_tfms=preset_train_augs(p), device=device, stats=preset_stats(p))
-        learn = baseline_learner(dls, p, seed, cbs=cbs)
+    _, learn = _recipe_learner(data, kind, n, bs, seed, device, speed_cbs(bf16=False, channels_last=True, device=device), bs)
     check = _GradCheck(every)
     with learn.no_bar(), learn.no_logging(): learn.fit(epochs, cbs=check)
     if not check.rows: raise ValueError(f"no step was checked: {len(learn.dls.train)} steps per epoch, every={every}; use more images, more epochs or a smaller `every`")
