@@ -18,7 +18,7 @@ from .utils import show_path, normalize
 from .model import create_simclr_model
 from .loss import nt_xent
 from .augment import simclr_augs
-from .speed import resolve_speed, speed_cbs, speed_options, speed_label
+from .speed import resolve_speed, speed_cbs, speed_options, speed_label, SPEED_OPTIONS
 from .recipes import pretrain_learner, get_preset, PRESETS
 
 # %% auto #0
@@ -272,7 +272,7 @@ def run_bench(data=None, # CIFAR-10 folder or a `CIFARData` (default: `$FASTAI_S
         except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e: return {'error': str(e)}
     fns = {'plain': bench_plain, 'ours': bench_ours, 'peer': peer}
     jobs = {k: (fns[k], opts) for k in ('plain', 'ours', 'peer') if k in which}
-    own = {'ours': speed_options(resolve_speed(device=device)), 'peer': {'bf16': False, 'channels_last': False, 'compile': False}}
+    own = {'ours': speed_options(resolve_speed(device=device)), 'peer': dict.fromkeys(SPEED_OPTIONS, False)}   # the peer: float32, NCHW, eager
     if defaults:   # (2): measured again only where a default differs from the settings of (1)
         jobs.update({f'{k}_defaults': (fns[k], own[k]) for k in ('ours', 'peer') if k in which and own[k] != opts})
     runs = {k: [] for k in jobs}
