@@ -160,7 +160,6 @@ def bf16_parity(data, # From `load_cifar10`
                 device='cpu', # Where the runs train
                )->dict:
     "Every seed's run in float32 and in bf16: what bf16 changes for a seed, against what changing the seed changes in one precision"
-    if kind not in ('pretrain', 'baseline'): raise ValueError(f"kind must be 'pretrain' or 'baseline', got {kind!r}")
     if len(seeds) < 2 or len(set(seeds)) != len(seeds): raise ValueError(f"seeds must be two or more different seeds, got {seeds!r}")
     runs = {(s, bf16): _parity_run(data, kind, n, epochs, bs, s, bf16, device, eval_n) for s in seeds for bf16 in (False, True)}
     diff = lambda a, b: max(abs(u - v) for u, v in zip(a, b))   # the largest difference over the epochs
@@ -182,7 +181,7 @@ def bf16_parity(data, # From `load_cifar10`
 def format_parity(r:dict)->str:
     "`bf16_parity`'s result as text: loss and accuracy after each epoch of each run, then what bf16 and the seed change"
     acc = 'k-NN' if r['kind'] == 'pretrain' else 'valid'
-    init = r['kind'] == 'pretrain' and all(v.get('acc_init') is not None for v in r['runs'].values())
+    init = all(v['acc_init'] is not None for v in r['runs'].values())   # k-NN of the untrained encoder (pre-training only)
     out = [f"{r['kind']}: {r['n']:,} images, batch {r['bs']}, {r['epochs']} epochs ({r['steps']} steps), channels-last in every run",
            f"mean loss / {acc} acc  " + ('untrained  ' if init else '') + ''.join(f"{'epoch ' + str(e+1):<17}" for e in range(r['epochs']))]
     for k, v in r['runs'].items():
@@ -193,10 +192,9 @@ def format_parity(r:dict)->str:
             f"seeds {r['loss_bias']:.4f}; between seeds in one precision {r['loss_spread']:.4f}",
             f"last-epoch {acc} accuracy, mean over seeds: float32 {100*r['acc_float32']:.1f}%, bf16 {100*r['acc_bf16']:.1f}%; "
             f"bf16 vs float32 from one seed up to {100*r['acc_gap']:.1f} points; between seeds up to {100*r['acc_spread']:.1f} points"]
-    if 'acc_diffs' in r:
-        p, m = (r['acc_float32'] + r['acc_bf16']) / 2, r['eval_images']
-        out.append(f"bf16 minus float32 per seed: " + ', '.join(f"{100*d:+.1f}" for d in r['acc_diffs'])
-                   + f" points; one accuracy on {m:,} images has a sampling error of about {100*(p*(1-p)/m)**0.5:.1f} points")
+    p, m = (r['acc_float32'] + r['acc_bf16']) / 2, r['eval_images']
+    out.append(f"bf16 minus float32 per seed: " + ', '.join(f"{100*d:+.1f}" for d in r['acc_diffs'])
+               + f" points; one accuracy on {m:,} images has a sampling error of about {100*(p*(1-p)/m)**0.5:.1f} points")
     return '\n'.join(out)
 
 # %% ../nbs/13_speed.ipynb #3e422984
