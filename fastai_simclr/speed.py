@@ -6,7 +6,8 @@ Docs: https://fastai-simclr.github.io/fastai_simclr/speed.html.md"""
 
 # %% ../nbs/13_speed.ipynb #afd595b2
 from __future__ import annotations
-import warnings
+import platform, warnings
+from pathlib import Path
 import torch
 from torch import Tensor
 from torch.amp import autocast
@@ -14,8 +15,9 @@ from fastai.basics import Callback, default_device
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 
 # %% auto #0
-__all__ = ['SPEED_OPTIONS', 'BF16', 'ToChannelsLast', 'CompileModel', 'bf16_native', 'resolve_speed', 'speed_options',
-           'speed_label', 'speed_cbs', 'bf16_parity', 'format_parity', 'bf16_grad_check', 'format_grad_check']
+__all__ = ['SPEED_OPTIONS', 'BF16', 'ToChannelsLast', 'CompileModel', 'bf16_native', 'cpu_kind', 'bf16_skip_reason',
+           'resolve_speed', 'speed_options', 'speed_label', 'speed_cbs', 'bf16_parity', 'format_parity',
+           'bf16_grad_check', 'format_grad_check']
 
 # %% ../nbs/13_speed.ipynb #34915e5d
 def _device_type(device=None)->str:
@@ -52,12 +54,28 @@ class CompileModel(Callback):
 # %% ../nbs/13_speed.ipynb #207167ce
 def bf16_native(device=None, # A device or its type; default: fastai's `default_device()`
                )->bool:
-    "Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16 or AMX-BF16"
+    "Whether `device` computes bfloat16 natively: a CUDA GPU with bf16 support, or a CPU with AVX512-BF16 or AMX-BF16 that ATen dispatches to"
     dev = _device_type(device)
     if dev == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if dev != 'cpu' or not hasattr(torch.cpu, 'get_capabilities'): return False
+    if not torch.backends.cpu.get_cpu_capability().startswith('AVX512'): return False   # e.g. ATEN_CPU_CAPABILITY=avx2
     caps = torch.cpu.get_capabilities()
     return bool(caps.get('avx512_bf16') or caps.get('amx_bf16'))
+
+def cpu_kind()->str:
+    "This CPU's model name, the vector instructions ATen dispatches to, and whether it computes bf16 natively"
+    info = Path('/proc/cpuinfo')
+    lines = info.read_text().splitlines() if info.exists() else []
+    name = next((l.split(':', 1)[1].strip() for l in lines if l.startswith('model name')), platform.processor() or platform.machine())
+    bf16 = 'native bf16' if bf16_native('cpu') else 'no native bf16: bf16 is emulated, many times slower than float32'
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()}, {bf16}"
+
+def bf16_skip_reason(device='cpu', # A device or its type
+                    )->str|None:
+    "None where `device` computes bf16 natively; elsewhere why a bf16 measurement (parity, gradient error, speed) is skipped there"
+    if bf16_native(device): return None
+    where = f"this CPU ({cpu_kind()})" if _device_type(device) == 'cpu' else f"this {_device_type(device)} device"
+    return f"bf16 measurements run only where bf16 is native; {where}"
 
 # %% ../nbs/13_speed.ipynb #644b09fa
 def _opt(name, v):

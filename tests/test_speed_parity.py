@@ -4,7 +4,10 @@
 only the arithmetic differs). The tolerance is the spread between the seeds in one precision: a precision effect no larger
 than what changing the seed does cannot matter to a user. The long runs are saved in `nbs/13_speed.ipynb`; these are small."""
 import pytest
-from fastai_simclr.speed import bf16_parity, bf16_grad_check
+from fastai_simclr.speed import bf16_parity, bf16_grad_check, bf16_skip_reason
+
+# bf16 measurements: on a CPU without native bf16 they would measure an emulation, many times slower than float32
+pytestmark = pytest.mark.skipif(bf16_skip_reason('cpu') is not None, reason=str(bf16_skip_reason('cpu')))
 
 @pytest.mark.parametrize('kind,n', [('pretrain', 256), ('baseline', 320)])
 def test_bf16_changes_less_than_the_seed(cifar, kind, n):
