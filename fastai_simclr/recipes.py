@@ -544,11 +544,14 @@ def linear_probe(encoder:nn.Module, # A frozen encoder: images `(B,3,H,W)` -> fe
 # %% ../nbs/09_recipes.ipynb #50e1ee5b
 def _json_safe(d:dict)->dict: return {k: v for k,v in d.items() if isinstance(v, (bool, int, float, str, type(None)))}
 
-def run_knn(data:CIFARData, p:Preset, out, encoder_path, seed:int=42, device=None)->dict:
+def run_knn(data:CIFARData, p:Preset, out, encoder_path, seed:int=42,
+            device=None, # Where both encoders compute their features (default: fastai's `default_device()`)
+           )->dict:
     "k-NN accuracy of the random initial encoder and of the pre-trained one, into `out/knn/result.json`"
     d = Path(out)/'knn'
     if (r := read_result(d)) is not None: return r
     t0 = time.time()
+    if device is None: device = resolve_device()   # not the CPU encoders' own device
     bank = seeded_subset(len(data.train_x), p.knn_bank_n, seed, SALTS['knn_bank'])
     test = test_indices(data, p.knn_test_n, seed, 'knn_test')
     args = (data.train_x[bank], data.train_y[bank], data.test_x[test], data.test_y[test])
