@@ -12,9 +12,9 @@
 # files: results.json, report.md, accuracy.png, pretrain_loss.png, bench.json, plan.txt, timing.txt, log.txt; default none),
 # RUN_ROOT (runs/gpu: the run folders, checkpoints included), LIMIT_S (570: the seconds this command may take in all),
 # MARGIN_S (45), PREFLIGHT (1), BENCH_BS (256), BENCH_STEPS (50), BENCH_WARMUP (10), SKIP_INSTALL=1, COMPILE=1 (torch.compile),
-# pip prints that fastai requires spacy: it is left out on purpose (fastai.text only); the install still succeeds.
 # FASTAI_SIMCLR_DATA (a CIFAR-10 folder; default bundle/data/cifar10-jpg.tar.gz or ../shared/data/cifar10-jpg.tar.gz,
 # extracted once), SWEEP=1 (then the label-efficiency sweep, outside the time plan).
+# pip prints that fastai requires spacy: it is left out on purpose (fastai.text only); the install still succeeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
