@@ -137,4 +137,9 @@ def test_results_and_report_after_every_phase(tmp_path, cifar):
     assert 'pre-trained' in seen[1][3] and 'baseline fold 1: validation accuracy' in seen[4][3]
     res = json.loads((out/'results.json').read_text())   # the complete run's files replace the partial ones
     assert 'status' not in res and res['baseline'] == json.loads(json.dumps(final['baseline']))
-    assert '(partial)' not in (out/'report.md').read_text()
+    md = (out/'report.md').read_text()
+    assert '(partial)' not in md
+    # the seed's own measure: validation images through the training augmentation, beside its 76% / 82%
+    augs = [r['valid_accuracy_augmented'] for k in ('baseline', 'finetune') for r in res['folds'][k]]
+    assert len(augs) == 4 and all(0 <= a <= 1 for a in augs)
+    assert '| validation accuracy on augmented images, as the seed measured it |' in md and md.count('76% / 82%') == 1
