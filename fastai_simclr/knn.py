@@ -29,17 +29,23 @@ def _check_images(x):
     return x
 
 # %% ../nbs/07_knn.ipynb #6e5adc94
+def _module_device(m:torch.nn.Module)->torch.device:
+    "The device of `m`'s first parameter or buffer (CPU for a module without any)"
+    t = next(iter([*m.parameters(), *m.buffers()]), None)
+    return t.device if t is not None else torch.device('cpu')
+
 @torch.no_grad()
 def encoder_features(encoder:torch.nn.Module, # Maps a batch `(B,3,H,W)` to features `(B,...)`
                      x, # uint8 images `(N,3,H,W)`, or a fastai `DataLoader` whose batches start with the images
                      bs:int=512, # Batch size for uint8 images
-                     device=None, # Default: the encoder's device
+                     device=None, # Where features are computed; the encoder is moved there (default: the encoder's device)
                      with_labels:bool=False, # For a `DataLoader`: also return the labels (second element of each batch)
                      stats=CIFAR_STATS, # `(mean, std)` that uint8 images are normalized with, as in training
                     ):
     "L2-normalized, flattened features `(N,D)` of `encoder` in eval mode, without gradients"
     if isinstance(bs, bool) or not isinstance(bs, Integral) or bs < 1: raise ValueError(f"`bs` must be a positive integer, got {bs!r}")
-    if device is None: device = next(encoder.parameters()).device if any(True for _ in encoder.parameters()) else 'cpu'
+    if device is None: device = _module_device(encoder)
+    else: encoder.to(device)   # weights and images on one device (`run_knn` hands a CPU encoder and device='cuda')
     is_dl = hasattr(x, 'one_batch') or (hasattr(x, '__iter__') and not isinstance(x, torch.Tensor) and hasattr(x, 'dataset'))
     if with_labels and not is_dl: raise ValueError("`with_labels` needs a DataLoader; with image tensors you already hold the labels")
     if is_dl:
@@ -122,7 +128,7 @@ def knn_eval(encoder:torch.nn.Module, # The encoder to monitor
              k:int=200, # Number of neighbours
              temperature:float=0.1, # Neighbour weight is `exp(cosine similarity / temperature)`
              bs:int=512, # Batch size of the feature extraction
-             device=None, # Default: the encoder's device
+             device=None, # Where features are computed; the encoder is moved there (default: the encoder's device)
              n_classes:int|None=None, # Default: `max(train_y)+1`
              stats=CIFAR_STATS, # `(mean, std)` the encoder was trained with (the preset's normalisation)
             )->float: # Top-1 k-NN accuracy in [0, 1]

@@ -444,6 +444,11 @@ def _test_dl(dls, data, n=None, seed=42):
     idx = test_indices(data, n, seed)
     return dls.valid.new(ArrayDataset(data.test_x[idx], data.test_y[idx], data.vocab), shuffle=False, drop_last=False)
 
+def _augmented_valid_dl(dls, data):
+    "The fold's validation images through the training augmentation (split 0), in order: how the seed measured validation accuracy"
+    ds = ArrayDataset(data.train_x[dls.valid_idxs], data.train_y[dls.valid_idxs], data.vocab, split_idx=0)
+    return dls.valid.new(ds, shuffle=False, drop_last=False)
+
 def read_result(d:Path):
     "The `result.json` of the phase folder `d`, or None if the phase has not finished"
     f = Path(d)/'result.json'
@@ -501,7 +506,10 @@ def run_fold(data:CIFARData, # From `load_cifar10`
     hist = fit_resumable(learn, p.epochs, d/'checkpoint.pth', seed, extra={'phase': kind, 'fold': fold, 'seed': seed})
     test_dl = _test_dl(dls, data, p.test_n, seed)
     test_loss, test_acc = learn.validate(dl=test_dl)
+    torch.manual_seed(seed)   # one seeded draw of the augmentation
+    valid_acc_aug = learn.validate(dl=_augmented_valid_dl(dls, data))[1]
     r = {'kind': kind, 'fold': fold, 'history': hist, 'test_loss': float(test_loss), 'test_accuracy': float(test_acc),
+         'valid_accuracy_augmented': float(valid_acc_aug),
          'n_train': len(dls.train_ds), 'n_valid': len(dls.valid_ds), 'n_test': len(test_dl.dataset), 'seconds': round(time.time()-t0, 1)}
     fault_point('phase.before_result')
     atomic_write_json(d/'result.json', r)
@@ -544,11 +552,14 @@ def linear_probe(encoder:nn.Module, # A frozen encoder: images `(B,3,H,W)` -> fe
 # %% ../nbs/09_recipes.ipynb #50e1ee5b
 def _json_safe(d:dict)->dict: return {k: v for k,v in d.items() if isinstance(v, (bool, int, float, str, type(None)))}
 
-def run_knn(data:CIFARData, p:Preset, out, encoder_path, seed:int=42, device=None)->dict:
+def run_knn(data:CIFARData, p:Preset, out, encoder_path, seed:int=42,
+            device=None, # Where both encoders compute their features (default: fastai's `default_device()`)
+           )->dict:
     "k-NN accuracy of the random initial encoder and of the pre-trained one, into `out/knn/result.json`"
     d = Path(out)/'knn'
     if (r := read_result(d)) is not None: return r
     t0 = time.time()
+    if device is None: device = resolve_device()   # not the CPU encoders' own device
     bank = seeded_subset(len(data.train_x), p.knn_bank_n, seed, SALTS['knn_bank'])
     test = test_indices(data, p.knn_test_n, seed, 'knn_test')
     args = (data.train_x[bank], data.train_y[bank], data.test_x[test], data.test_y[test])

@@ -10,7 +10,7 @@ import contextlib, hashlib, os, platform, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import torch
-from .utils import check_num, read_json, atomic_write_json, clean_temps, resolve_device, show_path
+from .utils import check_num, read_json, atomic_write_json, atomic_write_text, clean_temps, resolve_device, show_path
 from fastai.basics import *
 from .data import CIFARData, load_cifar10, cifar10_path, _scan, _fingerprint
 from .model import load_encoder
@@ -24,7 +24,7 @@ from .learner import image_folder_dls, create_encoder
 
 # %% auto #0
 __all__ = ['versions', 'device_name', 'code_version', 'data_fingerprint', 'ConfigMismatch', 'run_config', 'config_differences',
-           'check_config', 'check_out', 'ProgressLine', 'reproduce', 'pretrain_images']
+           'check_config', 'check_out', 'ProgressLine', 'partial_markdown', 'reproduce', 'pretrain_images']
 
 # %% ../nbs/10_reproduce.ipynb #fe77f5bd
 def versions()->dict:
@@ -139,6 +139,28 @@ class ProgressLine(Callback):
         self.said = True
 
 # %% ../nbs/10_reproduce.ipynb #b635466c
+def partial_markdown(res:dict # `results.json` of a run cut short: `status` 'partial' and the phases that finished
+                    )->str:
+    "The `report.md` of an unfinished run: what finished, its numbers, what did not"
+    p, L_ = res['preset'], []
+    L_ += [f"# SimCLR vs baseline: preset `{p['name']}` (partial)", '',
+           f"Not finished: {len(res['finished'])} of {res['n_phases']} phases done ({', '.join(res['finished']) or 'none'}). "
+           "Running the same command again resumes the run; the full report replaces this one when every phase is done.", '']
+    if (pre := res.get('pretrain')) and pre.get('history'):
+        h = pre['history'][-1]
+        L_.append(f"- pretrain: {len(pre['history'])} epochs, last training loss {h['train_loss']:.3f}" +
+                  (f", validation loss {h['valid_loss']:.3f}" if h.get('valid_loss') is not None else '') + f" ({pre['seconds']} s)")
+    if k := res.get('knn'): L_.append(f"- k-NN test accuracy (k={k['k']}): random encoder {100*k['random']:.1f}%, pre-trained {100*k['pretrained']:.1f}%")
+    if pr := res.get('probe'):
+        L_.append(f"- linear probe test accuracy: random encoder {100*pr['random']['accuracy']:.1f}%, pre-trained {100*pr['pretrained']['accuracy']:.1f}%")
+    for kind, rs in res.get('folds', {}).items():
+        for r in rs:
+            acc = r['history'][-1].get('accuracy') if r['history'] else None
+            L_.append(f"- {kind} fold {r['fold']}: validation accuracy {'n/a' if acc is None else f'{100*acc:.1f}%'} after {len(r['history'])} "
+                      f"epochs, test accuracy {100*r['test_accuracy']:.1f}% ({r['seconds']} s)")
+    L_ += ['', f"- device: {res['device']}", f"- command: `{res['command']}`"]
+    return '\n'.join(L_) + '\n'
+
 def _phase_line(log, label, folder:Path, text:str):
     if (folder/'result.json').exists(): log(f"[{label}] finished earlier: reading {folder.name}/result.json")
     else: log(f"[{label}] {text}" + (" (resuming from its last checkpoint)" if (folder/'checkpoint.pth').exists() else ''))
@@ -188,16 +210,25 @@ def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, spee
     main = is_main_process()
     say = log if main else (lambda s: None)
     cbs = lambda label, unit: [*speed_cbs(**spd, device=device), *([ProgressLine(label, unit, log=log)] if main else [])]
-    def phase(label, folder, text, f):
-        _phase_line(say, label, folder, text)
-        t0 = time.time(); r = f(); say(f"[{label}] done in {time.time()-t0:.0f}s"); return r
     n_lab = len(labeled_indices(data, p, seed))
+    part = {'status': 'partial', 'finished': [], 'n_phases': 2 + 2*len(p.fold_list) + (encoder is None), 'preset': p.to_dict(), 'seed': seed,
+            'folds': {'baseline': [], 'finetune': []}, 'device': device_name(device), 'speed': speed,
+            'command': command or f"reproduce(preset={p.name!r}, seed={seed})"}
+    def phase(label, folder, text, f, key=None):
+        _phase_line(say, label, folder, text)
+        t0 = time.time(); r = f()
+        if main and key is not None:   # results.json and report.md after every phase: a run cut short still says what finished
+            part['finished'].append(label)
+            if isinstance(key, tuple): part['folds'][key[1]].append(r)
+            else: part[key] = r
+            atomic_write_json(out/'results.json', part); atomic_write_text(out/'report.md', partial_markdown(part))
+        say(f"[{label}] done in {time.time()-t0:.0f}s"); return r
     if encoder is None:
         n_pre = len(pretrain_indices(data, p, seed))
         pre = phase('pretrain', out/'pretrain',
                     f"SimCLR pre-training of a ResNet-18 on {n_pre:,} training images without their labels (the {n_lab:,} labeled ones "
                     f"included), two views each: {p.pretrain_epochs} epochs of {n_pre // p.pretrain_bs:,} batches of {p.pretrain_bs} pairs",
-                    lambda: run_pretrain(data, p, out, seed, device, cbs=cbs('pretrain', 'views'), sync_bn=sync_bn))
+                    lambda: run_pretrain(data, p, out, seed, device, cbs=cbs('pretrain', 'views'), sync_bn=sync_bn), 'pretrain')
     else:
         pre = {'history': [], 'encoder': str(encoder), 'images': 0, 'seconds': 0, 'effective_batch_size': None}
     if not end_distributed(): return None
@@ -205,11 +236,11 @@ def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, spee
     n_test = len(test_indices(data, p.test_n, seed))
     knn = phase('knn', out/'knn', f"k-NN accuracy (k={p.knn_k}) of the random and the pre-trained encoder: a bank of "
                 f"{p.knn_bank_n or len(data.train_x):,} labeled training images, {p.knn_test_n or len(data.test_x):,} test images",
-                lambda: run_knn(data, p, out, pre['encoder'], seed, device))
+                lambda: run_knn(data, p, out, pre['encoder'], seed, device), 'knn')
     log(f"[knn] random encoder {100*knn['random']:.1f}%, pre-trained {100*knn['pretrained']:.1f}%")
     probe = phase('probe', out/'probe', f"linear probe of the random and the pre-trained encoder: a linear classifier on the frozen "
                   f"features of the {n_lab:,} labeled images, {n_test:,} test images",
-                  lambda: run_probe(data, p, out, pre['encoder'], seed, device))
+                  lambda: run_probe(data, p, out, pre['encoder'], seed, device), 'probe')
     log(f"[probe] random encoder {100*probe['random']['accuracy']:.1f}%, pre-trained {100*probe['pretrained']['accuracy']:.1f}%")
     what = {'baseline': 'a ResNet-18 from scratch', 'finetune': 'the pre-trained encoder with a new head, nothing frozen,'}
     folds = {k: [] for k in what}
@@ -219,7 +250,7 @@ def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, spee
             folds[k].append(phase(label, out/k/f'fold{f}',
                 f"{what[k]} trained on {p.n_splits-1} of the {p.n_splits} folds of the {n_lab:,} labeled images and validated on fold {f} "
                 f"({i+1} of {len(p.fold_list)}): {p.epochs} epochs, then {n_test:,} test images",
-                lambda: run_fold(data, p, f, out, k, pre['encoder'] if k == 'finetune' else None, seed, device, cbs(label, 'images'))))
+                lambda: run_fold(data, p, f, out, k, pre['encoder'] if k == 'finetune' else None, seed, device, cbs(label, 'images')), ('folds', k)))
     res = {'preset': p.to_dict(), 'description': p.description, 'seed': seed, 'pretrain': pre, 'knn': knn, 'probe': probe, 'folds': folds,
            'n_labeled': n_lab, 'n_test': n_test, 'data': str(data.path), 'data_fingerprint': fp, 'device': device_name(device),
            'speed': speed, 'machine': f"{platform.node() or 'unknown'}: {platform.machine()}, {os.cpu_count()} CPU cores",

@@ -77,10 +77,13 @@ def test_gpu_reproduce_script_cpu_path(tmp_path, cifar_path):
     "bench/gpu_reproduce.sh end to end on the CPU with the smoke preset: benchmark, reproduce, results folder"
     out = tmp_path/'run'
     env = dict(os.environ, DEVICE='cpu', PRESET='smoke', BENCH_BS='8', BENCH_STEPS='1', BENCH_WARMUP='1', OUT=str(out),
-               FASTAI_SIMCLR_DATA=str(cifar_path), PYTHON=sys.executable, OMP_NUM_THREADS='1', SKIP_INSTALL='1')
+               FASTAI_SIMCLR_DATA=str(cifar_path), PYTHON=sys.executable, OMP_NUM_THREADS='1', SKIP_INSTALL='1', PREFLIGHT='0',
+               RUN_ROOT=str(tmp_path/'runs'))
     r = subprocess.run(['bash', str(ROOT/'bench/gpu_reproduce.sh')], env=env, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
-    for f in ('results.json', 'report.md', 'bench.json', 'timing.txt'): assert (out/f).is_file(), f
+    for f in ('results.json', 'report.md', 'bench.json', 'timing.txt', 'plan.txt', 'log.txt'): assert (out/f).is_file(), f
+    assert len(list(out.iterdir())) <= 8   # what a device machine hands back
+    assert 'time plan:' in (out/'plan.txt').read_text() and 'finished' in (out/'timing.txt').read_text()
     res = json.loads((out/'results.json').read_text())
     assert res['preset']['name'] == 'smoke' and res['speed'] == {'device_type': 'cpu', 'bf16': NATIVE, 'channels_last': NATIVE, 'compile': False}
     assert 'ours/plain:' in r.stdout and 'benchmark' in (out/'timing.txt').read_text()
@@ -88,6 +91,15 @@ def test_gpu_reproduce_script_cpu_path(tmp_path, cifar_path):
 def test_gpu_reproduce_script_refuses_missing_cuda(tmp_path, cifar_path):
     import torch
     if torch.cuda.is_available(): pytest.skip('a GPU is present')
-    env = dict(os.environ, DEVICE='cuda', FASTAI_SIMCLR_DATA=str(cifar_path), PYTHON=sys.executable, OUT=str(tmp_path/'o'), SKIP_INSTALL='1')
+    env = dict(os.environ, DEVICE='cuda', FASTAI_SIMCLR_DATA=str(cifar_path), PYTHON=sys.executable, OUT=str(tmp_path/'o'), SKIP_INSTALL='1',
+               RUN_ROOT=str(tmp_path/'runs'))
     r = subprocess.run(['bash', str(ROOT/'bench/gpu_reproduce.sh')], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 3 and 'CUDA is not available' in r.stderr
+
+@pytest.mark.skipif(os.environ.get('FASTAI_SIMCLR_DRYRUN') != '1', reason='about 6 minutes on 2 cores: FASTAI_SIMCLR_DRYRUN=1 runs it')
+def test_gpu_dryrun_from_the_bundle_only():
+    "bench/gpu_dryrun.sh: the device command from the bundle alone (no fastai, no registry, bare HOME), on the CPU"
+    if not (ROOT/'bundle/fastai.txt').is_file(): pytest.skip('no bundle: PY_VERSIONS="3.12 3.11" bash bench/gpu_bundle.sh')
+    r = subprocess.run(['bash', str(ROOT/'bench/gpu_dryrun.sh')], capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert 'gpu_dryrun: ok: a complete smoke run' in r.stdout and 'site-packages/fastai' in r.stdout

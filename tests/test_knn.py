@@ -112,3 +112,28 @@ def test_knn_eval_end_to_end():
 def test_bad_input(f, word):
     bx, by = clusters(5); qx, _ = clusters(2, seed=1)
     with pytest.raises(ValueError, match=word): f(bx, by, qx)
+
+def test_features_computed_where_asked_with_the_encoder_moved_there():
+    "A CPU encoder and device='meta' (no GPU needed): weights and images must meet on the device asked for"
+    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1))
+    imgs = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    f = encoder_features(enc, imgs, bs=4, device='meta')
+    assert f.device.type == 'meta' and f.shape == (6, 4)
+    assert {p.device.type for p in enc.parameters()} == {'meta'}
+
+def test_run_knn_computes_on_the_run_device(tmp_path, monkeypatch):
+    "run_knn builds its encoders on the CPU; both must compute on the run's device (here meta), never mixed"
+    import fastai_simclr.knn as knn_mod
+    from fastai_simclr.recipes import run_knn, get_preset, preset_encoder
+    from fastai_simclr.model import save_encoder
+    from fastai_simclr.data import CIFARData
+    seen = []
+    def fake_acc(bank, by, query, qy, **kw): seen.append((bank.device.type, query.device.type)); return 0.5  # meta holds no values
+    monkeypatch.setattr(knn_mod, 'knn_accuracy', fake_acc)
+    p = get_preset('smoke')
+    g = torch.Generator().manual_seed(0)
+    data = CIFARData(torch.randint(0, 256, (120, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(120) % 10,
+                     torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(40) % 10, [str(i) for i in range(10)])
+    save_encoder(preset_encoder(p), tmp_path/'enc.pth')
+    r = run_knn(data, p, tmp_path/'run', tmp_path/'enc.pth', device='meta')
+    assert seen == [('meta', 'meta')] * 2 and r['random'] == r['pretrained'] == 0.5

@@ -119,3 +119,27 @@ def test_progress_line_says_throughput_and_time_left():
     learn = synth_learner(n_trn=8, cbs=ProgressLine('demo', 'images', n_batches=3, log=said.append))
     learn.fit(2)
     assert len(said) == 1 and re.fullmatch(r'\[demo\] [\d,]+ images/s over 3 timed batches: about \d+ s to go', said[0]), said
+
+def test_results_and_report_after_every_phase(tmp_path, cifar):
+    "A run cut short still returns what finished: results.json (status partial) and report.md are written after each phase"
+    from fastai_simclr.reproduce import reproduce
+    out, seen = tmp_path/'run', []
+    def log(s):
+        if ' done in ' in s:
+            res = json.loads((out/'results.json').read_text())
+            seen.append((s.split(']')[0][1:], res.get('status'), list(res.get('finished', [])), (out/'report.md').read_text()))
+    final = reproduce('smoke', data=cifar, out=out, device='cpu', log=log, speed={'bf16': False, 'channels_last': False})
+    labels = ['pretrain', 'knn', 'probe', 'baseline fold 0', 'baseline fold 1', 'finetune fold 0', 'finetune fold 1']
+    assert [s[0] for s in seen] == labels
+    for i, (label, status, finished, md) in enumerate(seen):
+        assert status == 'partial' and finished == labels[:i+1], (label, finished)
+        assert f'{i+1} of 7 phases done' in md and '(partial)' in md
+    assert 'pre-trained' in seen[1][3] and 'baseline fold 1: validation accuracy' in seen[4][3]
+    res = json.loads((out/'results.json').read_text())   # the complete run's files replace the partial ones
+    assert 'status' not in res and res['baseline'] == json.loads(json.dumps(final['baseline']))
+    md = (out/'report.md').read_text()
+    assert '(partial)' not in md
+    # the seed's own measure: validation images through the training augmentation, beside its 76% / 82%
+    augs = [r['valid_accuracy_augmented'] for k in ('baseline', 'finetune') for r in res['folds'][k]]
+    assert len(augs) == 4 and all(0 <= a <= 1 for a in augs)
+    assert '| validation accuracy on augmented images, as the seed measured it |' in md and md.count('76% / 82%') == 1
