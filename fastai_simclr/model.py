@@ -129,9 +129,16 @@ def _stats_of(learn):
     return tuple(torch.as_tensor(s).flatten().tolist() for s in (norm.mean, norm.std))
 
 def _commit()->str:
-    from fastai_simclr.reproduce import code_version
-    c = code_version()
-    return 'unknown' if not c.get('commit') else c['commit'][:12] + ('-dirty' if c.get('dirty') else '')
+    "The git commit of the package's checkout (`-dirty` with changes to it), else 'unknown'"
+    import subprocess
+    root = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
+    git = lambda *a: subprocess.run(['git', '-C', str(root), *a], capture_output=True, text=True, timeout=30)
+    try:
+        c = git('rev-parse', 'HEAD')
+        if c.returncode: return 'unknown'
+        dirty = git('status', '--porcelain', '--', str(Path(git('rev-parse', '--show-toplevel').stdout.strip())/'fastai_simclr')).stdout.strip()
+        return c.stdout.strip()[:12] + ('-dirty' if dirty else '')
+    except (OSError, subprocess.SubprocessError): return 'unknown'
 
 def _data_sha(b:bytes)->str:
     "sha256 of the tensor bytes of a safetensors file (everything after its header)"
