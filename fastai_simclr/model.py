@@ -253,6 +253,10 @@ def load_encoder(path:str|Path, # A `.safetensors` file of `save_encoder`, or a 
             try: encoder = build_encoder(info['arch'], info.get('cifar_stem', False))
             except Exception as e: raise ValueError(f"{path} names the architecture {info['arch']!r}, which timm cannot build: {e}") from None
         if encoder is None: raise ValueError(f"{path} holds weights without fastai_simclr metadata; pass the module to load them into")
+    mine = ((getattr(encoder, 'pretrained_cfg', None) or {}).get('architecture'), _is_cifar_stem(encoder))
+    if info.get('arch') and mine[0] and (info['arch'], info.get('cifar_stem', False)) != mine:
+        st = lambda a, s: f"{a}{' with the CIFAR stem' if s else ''}"
+        raise ValueError(f"{path} was made for {st(info['arch'], info.get('cifar_stem'))}, not for the {st(*mine)} it was to be loaded into")
     own = encoder.state_dict()
     missing,unexpected = own.keys() - sd.keys(), sd.keys() - own.keys()
     shapes = [f'{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}' for k in own.keys() & sd.keys() if sd[k].shape != own[k].shape]

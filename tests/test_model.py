@@ -115,7 +115,8 @@ def test_load_errors(tmp_path, enc):
     _one_line(tmp_path/'unknown.safetensors', "names the architecture 'no_such_net', which timm cannot build")
     save_file(sd, tmp_path/'foreign.safetensors')
     _one_line(tmp_path/'foreign.safetensors', 'without fastai_simclr metadata')
-    _one_line(tmp_path/'e.safetensors', 'missing keys', timm.create_model('resnet34', num_classes=0))
+    _one_line(tmp_path/'e.safetensors', 'made for resnet18 with the CIFAR stem, not for the resnet34', timm.create_model('resnet34', num_classes=0))
+    _one_line(tmp_path/'other.safetensors', 'made for resnet34 with the CIFAR stem, not for the resnet18 with the CIFAR stem', cifar_resnet18())
     _one_line(tmp_path/'e.safetensors', 'unexpected keys', nn.Conv2d(3, 64, 3, padding=1, bias=False))
     # older .pth files
     torch.save(enc.state_dict(), tmp_path/'e.pth')

@@ -43,14 +43,15 @@ def test_old_run_folder_with_encoder_pth(tmp_path):
     assert find_encoder(tmp_path).name == 'encoder.safetensors'
 
 @pytest.mark.parametrize('content,why', [(b'hello', 'not a readable safetensors file'), (None, 'do not match the checksum'),
-                                         ('arch', 'another architecture')])
+                                         ('arch', 'was made for resnet34 with the CIFAR stem, not for the resnet18 with the CIFAR stem')])
 def test_cli_bad_encoder_one_line(tmp_path, capsys, content, why):
     f = tmp_path/'e.safetensors'
     if content == 'arch': save_encoder(cifar_resnet18(), f); _retag(f, 'resnet34')
     else:
         save_encoder(cifar_resnet18(), f)
         b = f.read_bytes()
-        f.write_bytes(content if content is not None else b[:-10] + bytes(10))
+        m = len(b) // 2
+        f.write_bytes(content if content is not None else b[:m] + bytes([b[m] ^ 0xff]) + b[m+1:])
     rc = cli.main(['reproduce', '--preset', 'smoke', '--encoder', str(f), '--device', 'cpu', '--out', str(tmp_path/'run')])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith('fastai-simclr: error: ') and why in err and len(err.splitlines()) == 1, err
