@@ -21,6 +21,9 @@ def test_pretrain_images_then_fine_tune(tmp_path):
     r = _cli('pretrain', '--images', photos, '--size', 40, '--preset', 'smoke', '--out', out, '--device', 'cpu')
     assert r.returncode == 0, r.stderr
     assert 'encoder saved to' in r.stdout and (out/'pretrain'/'encoder.safetensors').is_file()
+    card = (out/'pretrain'/'README.md').read_text()
+    assert card.startswith('---\n') and 'image files under a folder named `photos`' in card, card[:500]
+    assert (out/'pretrain'/'neighbours.png').stat().st_size > 5000   # neighbours among the user's own images
     res = json.loads((out/'pretrain'/'result.json').read_text())
     assert res['images'] == 36 and len(res['history']) == 2
     again = _cli('pretrain', '--images', photos, '--size', 40, '--preset', 'smoke', '--out', out, '--device', 'cpu')

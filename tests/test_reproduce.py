@@ -46,6 +46,9 @@ def test_smoke_end_to_end(smoke_run):
               res['description'], f"- code: {res['code']['commit'][:12]}"):
         assert s in md, s
     assert (out/'pretrain'/'encoder.safetensors').exists()
+    assert (out/'neighbours.png').stat().st_size > 5000 and (out/'embedding.png').stat().st_size > 5000 and '](neighbours.png)' in md
+    card = (out/'pretrain'/'README.md').read_text()   # the model card, with the accuracies measured after pre-training
+    assert f"| this encoder | {100*res['knn']['pretrained']:.1f}% | {100*res['probe']['pretrained']['accuracy']:.1f}% |" in card
     # a second run with the same folder redoes nothing
     r2 = cli('reproduce', '--preset', 'smoke', '--out', str(out), '--device', 'cpu')
     assert r2.returncode == 0 and json.loads((out/'results.json').read_text())['folds'] == res['folds']
