@@ -18,6 +18,7 @@ from .learner import *
 from .schedules import *
 from .optim import *
 from .knn import *
+from .share import *
 from .checkpoint import *
 from .recipes import *
 from .reproduce import *
@@ -28,6 +29,6 @@ from .speed import *
 
 # %% ../nbs/21_all.ipynb #15caf633
 import importlib
-_MODULES = ['utils', 'data', 'model', 'loss', 'augment', 'callback', 'learner', 'schedules', 'optim', 'knn', 'checkpoint', 'recipes', 'reproduce', 'report', 'sweep', 'distributed', 'speed']
+_MODULES = ['utils', 'data', 'model', 'loss', 'augment', 'callback', 'learner', 'schedules', 'optim', 'knn', 'share', 'checkpoint', 'recipes', 'reproduce', 'report', 'sweep', 'distributed', 'speed']
 # the union of the modules' public names (nbdev would otherwise leave this module's `__all__` empty)
 __all__ = [n for m in _MODULES for n in importlib.import_module(f'fastai_simclr.{m}').__all__]

@@ -174,7 +174,7 @@ def cmd_reproduce(args):
             'a folder written with any other setting is refused.')
 def _reproduce_args(p):
     _add_run_args(p)
-    p.add_argument('--encoder', metavar='PATH', help='a pre-trained encoder (e.g. runs/seed/pretrain/encoder.pth): skip pre-training')
+    p.add_argument('--encoder', metavar='PATH', help='a pre-trained encoder (e.g. runs/seed/pretrain/encoder.safetensors): skip pre-training')
     p.set_defaults(func=cmd_reproduce)
 
 # %% ../nbs/20_cli.ipynb #384f5f99
@@ -206,7 +206,7 @@ def cmd_pretrain(args):
     print(f"encoder saved to {r['encoder']} ({len(r['history'])} epochs, final NT-Xent loss {r['history'][-1]['train_loss']:.3f}; "
           f"{r['processes']} process(es), effective batch {r['effective_batch_size']} pairs)")
 
-@subcommand('pretrain', 'SimCLR pre-training only, saving the encoder to <out>/pretrain/encoder.pth',
+@subcommand('pretrain', 'SimCLR pre-training only, saving the encoder and its model card to <out>/pretrain/ (encoder.safetensors, README.md)',
             'SimCLR pre-training with the preset\'s settings; resumable like reproduce, and the same --out can then be given to reproduce. '
             'With --images DIR: on every image file below DIR (any layout, any sizes, resized to --size px), default --out runs/pretrain-<DIR name>.')
 def _pretrain_args(p):
@@ -262,7 +262,7 @@ def _sweep_args(p):
     p.add_argument('--max-fold-labels', metavar='N', help=f"a fraction trains only the first of the preset's folds that fit N labels x folds, "
                    f"at least 2 (default: the preset's, {mf}, else every fold; 0: every fold)")
     p.add_argument('--encoder', metavar='PATH', help='a pre-trained encoder file, or the folder of a reproduce, pretrain or sweep run '
-                   '(its pretrain/encoder.pth): no pre-training')
+                   '(its pretrain/encoder.safetensors): no pre-training')
     p.set_defaults(func=cmd_sweep)
 
 # %% ../nbs/20_cli.ipynb #ac837d81

@@ -16,7 +16,7 @@ from fastai.data.transforms import get_image_files, RandomSplitter, Normalize
 from fastai.vision.data import ImageBlock
 from fastai.vision.augment import Resize
 from fastai.vision.core import imagenet_stats
-from .model import create_simclr_model, create_classifier, classifier_splitter, load_encoder, _cifar_stem
+from .model import create_simclr_model, create_classifier, classifier_splitter, load_encoder, encoder_info, build_encoder
 from .loss import NTXentLoss
 from .callback import SimCLRCallback
 
@@ -47,12 +47,7 @@ def create_encoder(arch:str|nn.Module='resnet18', # A timm architecture name, or
                   )->nn.Module:
     "A timm encoder without classifier (`num_classes=0`), with `num_features`"
     if isinstance(arch, nn.Module): return arch
-    m = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
-    if cifar_stem:
-        if not (isinstance(getattr(m, 'conv1', None), nn.Conv2d) and hasattr(m, 'maxpool')):
-            raise ValueError(f"cifar_stem is for ResNet-like models with `conv1` and `maxpool`; {arch} has not: pass cifar_stem=False")
-        _cifar_stem(m)
-    return m
+    return build_encoder(arch, cifar_stem, pretrained, **kwargs)
 
 def _image_size(dls)->tuple: return tuple(dls.one_batch()[0].shape[-2:])
 
@@ -79,8 +74,8 @@ def simclr_learner(dls, # DataLoaders of images (labels, if any, are not used)
 # %% ../nbs/04a_learner.ipynb #c4e728c9
 def classifier_learner(dls, # Labeled DataLoaders (`dls.c` classes)
                        encoder, # A pre-trained encoder module, or the path of one saved with `save_encoder`
-                       arch:str|nn.Module='resnet18', # With a path: the encoder's architecture, as given to `simclr_learner`
-                       cifar_stem:bool|None=None, # With a path: as given to `simclr_learner` (None: on for images of 64 px or less)
+                       arch:str|nn.Module|None=None, # With a `.pth` path (no metadata): the encoder's architecture (default 'resnet18')
+                       cifar_stem:bool|None=None, # With a `.pth` path: as given to `simclr_learner` (None: on for images of 64 px or less)
                        n_out:int|None=None, # Classes; default `dls.c`
                        metrics=accuracy, # fastai metrics
                        opt_func=Adam, # fastai optimizer
@@ -88,8 +83,11 @@ def classifier_learner(dls, # Labeled DataLoaders (`dls.c` classes)
                       )->Learner:
     "A classifier `Learner` on a pre-trained encoder; `fine_tune` and discriminative rates work through `classifier_splitter`"
     if isinstance(encoder, (str, Path)):
-        if cifar_stem is None: cifar_stem = isinstance(arch, str) and max(_image_size(dls)) <= 64
-        encoder = load_encoder(encoder, create_encoder(arch, cifar_stem))
+        if arch is None and cifar_stem is None and encoder_info(encoder).get('arch'): encoder = load_encoder(encoder)  # rebuilt from the file
+        else:
+            arch = arch or 'resnet18'
+            if cifar_stem is None: cifar_stem = isinstance(arch, str) and max(_image_size(dls)) <= 64
+            encoder = load_encoder(encoder, create_encoder(arch, cifar_stem))
     n_out = n_out or getattr(dls, 'c', None)
     if not n_out: raise ValueError("the DataLoaders have no classes (`dls.c`): pass n_out")
     return Learner(dls, create_classifier(encoder, n_out), loss_func=CrossEntropyLossFlat(), opt_func=opt_func,

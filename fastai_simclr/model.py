@@ -13,8 +13,9 @@ from torch import nn
 from fastai.torch_core import params
 
 # %% auto #0
-__all__ = ['cifar_resnet18', 'ProjectionHead', 'EncoderWithHead', 'SimCLRModel', 'create_simclr_model', 'Classifier',
-           'create_classifier', 'classifier_splitter', 'save_encoder', 'load_encoder']
+__all__ = ['ENCODER_FORMAT', 'cifar_resnet18', 'ProjectionHead', 'EncoderWithHead', 'SimCLRModel', 'create_simclr_model',
+           'Classifier', 'create_classifier', 'classifier_splitter', 'build_encoder', 'encoder_metadata',
+           'save_encoder', 'encoder_info', 'load_encoder']
 
 # %% ../nbs/01_model.ipynb #5f9339c1
 def _cifar_stem(m:nn.Module)->nn.Module:
@@ -94,16 +95,96 @@ def classifier_splitter(model:Classifier # Or any module with `.encoder` and `.h
     return [params(model.encoder), params(model.head)]
 
 # %% ../nbs/01_model.ipynb #1a8ddfe8
-from .utils import atomic_torch_save
-import pickle, re
+from .utils import atomic_write_bytes
+import hashlib, json, pickle, re, struct
+import safetensors, safetensors.torch
 
-def save_encoder(encoder:nn.Module, # The encoder (or a model with `.encoder`)
-                 path:str|Path # Destination file
+ENCODER_FORMAT = 'fastai_simclr.encoder/1' # The `format` metadata of the encoder files `save_encoder` writes
+
+def _is_cifar_stem(m)->bool:
+    "Whether `m` has the CIFAR stem of `_cifar_stem` (a 3x3 stride-1 `conv1`, no max-pool)"
+    c = getattr(m, 'conv1', None)
+    return isinstance(c, nn.Conv2d) and c.kernel_size == (3, 3) and c.stride == (1, 1) and isinstance(getattr(m, 'maxpool', None), nn.Identity)
+
+def build_encoder(arch:str, # A timm architecture name, e.g. 'resnet18'
+                  cifar_stem:bool=False, # Replace a ResNet's stem by the CIFAR stem (`_cifar_stem`)
+                  pretrained:bool=False, # timm's pre-trained weights
+                  **kwargs # Passed to `timm.create_model`
+                 )->nn.Module:
+    "A timm encoder without classifier (`num_classes=0`), with the CIFAR stem if asked"
+    m = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kwargs)
+    if cifar_stem:
+        if not (isinstance(getattr(m, 'conv1', None), nn.Conv2d) and hasattr(m, 'maxpool')):
+            raise ValueError(f"cifar_stem is for ResNet-like models with `conv1` and `maxpool`; {arch} has not: pass cifar_stem=False")
+        _cifar_stem(m)
+    return m
+
+def _stats_of(learn):
+    "The `(mean, std)` of the first `Normalize` of a Learner's DataLoaders, as lists, or None"
+    from fastai_simclr.callback import _find_norm
+    norm = _find_norm(learn.dls.train)
+    if norm is None:
+        cb = next((c for c in learn.cbs if getattr(c, '_dl_stats', None) is not None), None)   # taken out for a fit still running
+        return None if cb is None else tuple(torch.as_tensor(s).flatten().tolist() for s in cb._dl_stats)
+    return tuple(torch.as_tensor(s).flatten().tolist() for s in (norm.mean, norm.std))
+
+def _commit()->str:
+    "The git commit of the package's checkout (`-dirty` with changes to it), else 'unknown'"
+    import subprocess
+    root = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
+    git = lambda *a: subprocess.run(['git', '-C', str(root), *a], capture_output=True, text=True, timeout=30)
+    try:
+        c = git('rev-parse', 'HEAD')
+        if c.returncode: return 'unknown'
+        dirty = git('status', '--porcelain', '--', str(Path(git('rev-parse', '--show-toplevel').stdout.strip())/'fastai_simclr')).stdout.strip()
+        return c.stdout.strip()[:12] + ('-dirty' if dirty else '')
+    except (OSError, subprocess.SubprocessError): return 'unknown'
+
+def _data_sha(b:bytes)->str:
+    "sha256 of the tensor bytes of a safetensors file (everything after its header)"
+    n = struct.unpack('<Q', b[:8])[0]
+    return hashlib.sha256(b[8+n:]).hexdigest()
+
+def encoder_metadata(encoder:nn.Module, # The encoder
+                     stats=None, # `(mean, std)` its inputs are normalised with, or None
+                     recipe=None, # The preset's name, or a dict of the recipe's settings
+                    )->dict:
+    "The metadata `save_encoder` stores (strings): format, timm architecture, CIFAR stem, features, normalisation, recipe, version, commit"
+    from fastai_simclr import __version__
+    pc = getattr(encoder, 'pretrained_cfg', None) or {}
+    arch, stem = pc.get('architecture') or '', _is_cifar_stem(encoder)
+    if arch:   # recorded only when the file alone rebuilds the same module
+        try: own = build_encoder(arch, stem).state_dict()
+        except Exception: own = {}
+        sd = encoder.state_dict()
+        if own.keys() != sd.keys() or any(own[k].shape != sd[k].shape for k in sd): arch = ''
+    meta = {'format': ENCODER_FORMAT, 'arch': arch, 'cifar_stem': 'true' if stem else 'false',
+            'num_features': str(getattr(encoder, 'num_features', '')), 'fastai_simclr_version': __version__, 'commit': _commit()}
+    if stats is not None:
+        mean, std = (torch.as_tensor(s, dtype=torch.float64).flatten().tolist() for s in stats)
+        meta.update(mean=json.dumps([round(v, 6) for v in mean]), std=json.dumps([round(v, 6) for v in std]))
+    if recipe is not None: meta['recipe'] = json.dumps(recipe)
+    return meta
+
+def save_encoder(encoder:nn.Module, # The encoder, a model with `.encoder`, or a `Learner` (its model's encoder and its `Normalize` statistics)
+                 path:str|Path='encoder.safetensors', # Destination, a `.safetensors` file
+                 stats=None, # `(mean, std)` the inputs are normalised with (default: a Learner's `Normalize`)
+                 recipe=None, # The preset's name or a dict of settings, stored as JSON
                 )->Path:
-    "Save the state dict of `encoder` (or of `encoder.encoder`) to `path` atomically (`utils.atomic_torch_save`)"
-    return atomic_torch_save(path, getattr(encoder, 'encoder', encoder).state_dict())
+    "Save the encoder's weights and `encoder_metadata` to a safetensors file at `path`, atomically"
+    path = Path(path)
+    if path.suffix != '.safetensors': raise ValueError(f"save_encoder writes safetensors files: name it *.safetensors, not {path.name}")
+    if hasattr(encoder, 'dls') and hasattr(encoder, 'model'):   # a Learner
+        if stats is None: stats = _stats_of(encoder)
+        encoder = encoder.model
+    encoder = getattr(encoder, 'encoder', encoder)
+    meta = encoder_metadata(encoder, stats, recipe)
+    sd = {k: v.detach().cpu().contiguous() for k,v in encoder.state_dict().items()}
+    b = safetensors.torch.save(sd, metadata=meta)
+    meta['weights_sha256'] = _data_sha(b)
+    return atomic_write_bytes(path, safetensors.torch.save(sd, metadata=meta))
 
-def _read_state(path:Path):
+def _read_torch(path:Path):
     try: sd = torch.load(path, map_location='cpu', weights_only=True)   # never runs code from the file
     except pickle.UnpicklingError as e:
         g = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))   # torch's words for a Python object it will not rebuild
@@ -115,28 +196,77 @@ def _read_state(path:Path):
     if isinstance(sd, dict) and isinstance(sd.get('model'), dict): sd = sd['model']
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors")
+    return sd
+
+def _is_safetensors(path:Path)->bool:
+    with open(path, 'rb') as f: head = f.read(9)
+    return path.suffix == '.safetensors' or (len(head) == 9 and head[8:9] == b'{')
+
+def _read_safetensors(path:Path):
+    b = path.read_bytes()
+    try: sd = safetensors.torch.load(b); meta = json.loads(b[8:8+struct.unpack('<Q', b[:8])[0]]).get('__metadata__') or {}
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated, damaged or another kind of file): "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if meta.get('weights_sha256') and meta['weights_sha256'] != _data_sha(b):
+        raise ValueError(f"{path}: its weights do not match the checksum saved with them (the file was altered or damaged)")
+    return sd, meta
+
+def _read_state(path:Path):
+    "The state dict and metadata (`{}` for torch files) of the encoder file `path`"
+    sd, meta = _read_safetensors(path) if _is_safetensors(path) else (_read_torch(path), {})
     if any(k.startswith('encoder.') for k in sd):
         sd = {k[len('encoder.'):]: v for k,v in sd.items() if k.startswith('encoder.')}
-    return sd
+    return sd, meta
+
+def _decode(meta:dict)->dict:
+    d = dict(meta)
+    if 'cifar_stem' in d: d['cifar_stem'] = d['cifar_stem'] == 'true'
+    if d.get('num_features', '').isdigit(): d['num_features'] = int(d['num_features'])
+    for k in ('mean', 'std', 'recipe'):
+        if k in d: d[k] = json.loads(d[k])
+    return d
+
+def encoder_info(path:str|Path # An encoder file
+                )->dict:
+    "The metadata of the encoder file `path`, decoded (`{}` for a weights-only file), checked like `load_encoder` checks it"
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"No encoder checkpoint at {path}")
+    return _decode(_read_state(path)[1])
 
 def _fmt(keys, n=5): keys = list(keys); return ', '.join(keys[:n]) + (f' (+{len(keys)-n} more)' if len(keys) > n else '')
 
-def load_encoder(path:str|Path, # File written by `save_encoder`, `torch.save(model.state_dict())` or `Learner.save`
-                 encoder:nn.Module|None=None # Module to load into; default: a fresh `cifar_resnet18()`
+def load_encoder(path:str|Path, # A `.safetensors` file of `save_encoder`, or a `.pth` state dict (`torch.save`, `Learner.save`)
+                 encoder:nn.Module|None=None # Module to load into; default: the one the file's metadata names (a `cifar_resnet18()` for `.pth` files)
                 )->nn.Module:
-    "Load encoder weights from `path` into `encoder`, with a clear error for missing, corrupt or mismatched files"
+    "Load an encoder from `path`, rebuilt from the file's metadata, with a one-line error for missing, damaged or mismatched files"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"No encoder checkpoint at {path}")
-    sd = _read_state(path)
-    if encoder is None: encoder = cifar_resnet18()
+    sd, meta = _read_state(path)
+    info = _decode(meta)
+    if encoder is None:
+        if not meta: encoder = cifar_resnet18() if not _is_safetensors(path) else None
+        elif meta.get('format') != ENCODER_FORMAT:
+            raise ValueError(f"{path} is not an encoder file of fastai_simclr (its metadata has no format {ENCODER_FORMAT!r}); pass the module to load into")
+        elif not info.get('arch'): raise ValueError(f"{path} records no timm architecture; pass the module to load it into (encoder=...)")
+        else:
+            try: encoder = build_encoder(info['arch'], info.get('cifar_stem', False))
+            except Exception as e: raise ValueError(f"{path} names the architecture {info['arch']!r}, which timm cannot build: {e}") from None
+        if encoder is None: raise ValueError(f"{path} holds weights without fastai_simclr metadata; pass the module to load them into")
+    mine = ((getattr(encoder, 'pretrained_cfg', None) or {}).get('architecture'), _is_cifar_stem(encoder))
+    if info.get('arch') and mine[0] and (info['arch'], info.get('cifar_stem', False)) != mine:
+        st = lambda a, s: f"{a}{' with the CIFAR stem' if s else ''}"
+        raise ValueError(f"{path} was made for {st(info['arch'], info.get('cifar_stem'))}, not for the {st(*mine)} it was to be loaded into")
     own = encoder.state_dict()
     missing,unexpected = own.keys() - sd.keys(), sd.keys() - own.keys()
     shapes = [f'{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}' for k in own.keys() & sd.keys() if sd[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        msg = [f"{path} holds weights of another architecture than {type(encoder).__name__}:"]
+        what = f"{info['arch']}{' with the CIFAR stem' if info.get('cifar_stem') else ''}, " if info.get('arch') else ''
+        msg = [f"{path} holds weights of another architecture ({what}not {type(encoder).__name__}):"]
         if missing:    msg.append(f"missing keys: {_fmt(sorted(missing))}")
         if unexpected: msg.append(f"unexpected keys: {_fmt(sorted(unexpected))}")
         if shapes:     msg.append(f"shape mismatch (file vs model): {_fmt(shapes)}")
-        raise ValueError('\n  '.join(msg))
+        raise ValueError('; '.join(msg))
     encoder.load_state_dict(sd)
+    encoder.simclr_info = info   # what the file says: arch, cifar_stem, mean, std, recipe, ...
     return encoder

@@ -29,6 +29,7 @@ from .schedules import ExpDecayLR, StepLR
 from .optim import TorchAdam
 from .checkpoint import fit_resumable
 from .knn import knn_eval
+from .share import write_model_card
 from .distributed import is_main_process   # also adds `Learner.simclr_distrib_ctx`, used by `run_pretrain`
 
 # %% auto #0
@@ -464,21 +465,29 @@ def run_pretrain(data:CIFARData, # From `load_cifar10`
                  dls=None, # DataLoaders to use instead of the preset's
                  sync_bn:bool=False, # SyncBatchNorm under a distributed launch
                  encoder=None, # The encoder to pre-train; default the preset's
+                 data_text:str|None=None, # The images, in words, for the model card (default: the CIFAR-10 subset's)
+                 log=print, # Told where the model card went when a README.md there is the user's
                 )->dict:
-    "Pre-train with SimCLR into `out/pretrain/` (resuming), save the encoder, return the phase's result; on every process of a distributed launch"
+    "Pre-train with SimCLR into `out/pretrain/` (resuming), save the encoder and its model card, return the phase's result; on every process of a distributed launch"
     d = Path(out)/'pretrain'
     if (r := read_result(d)) is not None: return r
-    t0 = time.time()
+    t0, dls_given = time.time(), dls is not None
     if dls is None: dls = unlabeled_dls(subset_data(data, pretrain_indices(data, p, seed)), bs=p.pretrain_bs, valid_n=p.pretrain_valid_n, seed=seed,
                                device=device, stats=preset_stats(p))
     learn = pretrain_learner(dls, p, seed, gather=gather, cbs=cbs, encoder=encoder)
     with learn.simclr_distrib_ctx(sync_bn=sync_bn): # gathered negatives, sharded data; changes nothing in one process
         hist = fit_resumable(learn, p.pretrain_epochs, d/'checkpoint.pth', seed, extra={'phase': 'pretrain', 'seed': seed})
     ws = max(1, num_distrib())
-    r = {'history': hist, 'encoder': str(d/'encoder.pth'), 'images': len(dls.train_ds), 'seconds': round(time.time()-t0, 1),
+    enc_file = d/'encoder.safetensors'
+    r = {'history': hist, 'encoder': str(enc_file), 'images': len(dls.train_ds), 'seconds': round(time.time()-t0, 1),
          'processes': ws, 'batch_size_per_process': p.pretrain_bs, 'effective_batch_size': p.pretrain_bs * ws, 'sync_bn': sync_bn and ws > 1}
     if is_main_process():
-        save_encoder(learn.model.encoder, d/'encoder.pth')
+        save_encoder(learn, enc_file, stats=None if dls_given else preset_stats(p), recipe=p.to_dict())
+        from .reproduce import device_name
+        r['card'] = {'data': data_text or f"{len(dls.train_ds):,} CIFAR-10 training images (32 px), labels not used",
+                     'compute': f"{p.pretrain_epochs} epochs of batches of {p.pretrain_bs * ws} pairs in {sum(h['seconds'] for h in hist):,.0f} s "
+                                f"on {device_name(device)} ({ws} process(es))", 'datasets': ['cifar10'] if data_text is None else None}
+        write_model_card(enc_file, **r['card'], log=log)
         fault_point('phase.before_result')   # tests: killed with the last checkpoint and the encoder written, the result not
         atomic_write_json(d/'result.json', r)
     distrib_barrier()

@@ -14,13 +14,16 @@ from pathlib import Path
 from .utils import atomic_write_json, atomic_write_text, atomic_savefig, show_path
 from .speed import speed_label
 from .augment import plot_views
-from .recipes import Preset, preset_simclr_augs, preset_train_augs, test_indices
+from .recipes import Preset, preset_simclr_augs, preset_train_augs, test_indices, preset_encoder, preset_stats, SALTS
+from .utils import seeded_subset
+from .model import load_encoder
+from .share import plot_neighbours, plot_embedding
 import scipy.stats
 
 # %% auto #0
 __all__ = ['SEED_REPORTED', 'fold_summary', 'epochs_to_reach', 'paired_interval', 'paired_differences', 'paired_sentence',
-           'summarize', 'plot_comparison', 'plot_pretrain', 'plot_augmentations', 'report_markdown', 'provenance_lines',
-           'write_report']
+           'summarize', 'plot_comparison', 'plot_pretrain', 'plot_augmentations', 'plot_run_pictures',
+           'report_markdown', 'provenance_lines', 'write_report']
 
 # %% ../nbs/10a_report.ipynb #0f16d38b
 SEED_REPORTED = {'baseline': {'accuracy': 0.76, 'train_loss': 0.46}, 'finetune': {'accuracy': 0.82, 'train_loss': 0.22},
@@ -160,6 +163,28 @@ def plot_augmentations(data, # `CIFARData`
     fig.suptitle(f"{'SimCLR views' if kind == 'simclr' else 'supervised augmentation'} of preset {p.name!r}", fontsize=9)
     return _done(fig, fname)
 
+# %% ../nbs/10a_report.ipynb #0f852f24
+def _find_run_encoder(res:dict, out:Path):
+    "The run's pre-trained encoder file: where `results.json` says, else under `out/pretrain/`; None if neither exists"
+    rec = Path(res['pretrain']['encoder'])
+    for f in (rec, out/'pretrain'/rec.name, out/'pretrain'/'encoder.safetensors', out/'pretrain'/'encoder.pth'):
+        if f.is_file(): return f
+    return None
+
+def plot_run_pictures(res:dict, # A run's results (`preset`, `seed`, `pretrain`)
+                      out, # The run's folder: `neighbours.png` and `embedding.png` go there
+                      data, # `CIFARData`
+                      encoder_path, # The run's pre-trained encoder file
+                     )->list: # The files written
+    "Nearest neighbours of 6 test images among 500 training images, and a PCA map of 400 test images, random vs pre-trained encoder"
+    p, seed, out = Preset(**res['preset']), res['seed'], Path(out)
+    encs = {'random encoder': preset_encoder(p, seed), 'after SimCLR pre-training': load_encoder(encoder_path, preset_encoder(p))}
+    st = preset_stats(p)
+    q, b, m = test_indices(data, 6, seed, 'figure'), seeded_subset(len(data.train_x), 500, seed, SALTS['knn_bank']), test_indices(data, 400, seed, 'knn_test')
+    plot_neighbours(encs, data.test_x[q], data.train_x[b], stats=st, fname=out/'neighbours.png')
+    plot_embedding(encs, data.test_x[m], data.test_y[m], data.vocab, stats=st, fname=out/'embedding.png')
+    return [out/'neighbours.png', out/'embedding.png']
+
 # %% ../nbs/10a_report.ipynb #052f71e5
 def _pm(d, pct=True): return f"{100*d['mean']:.1f}% ± {100*d['std']:.1f}" if pct else f"{d['mean']:.3f} ± {d['std']:.3f}"
 
@@ -179,7 +204,8 @@ def _aug_row(res:dict):
     pm = lambda v: f"{100*np.mean(v):.1f}% ± {100*np.std(v):.1f}"
     return [('validation accuracy on augmented images, as the seed measured it', pm(vals['baseline']), pm(vals['finetune']), '76% / 82%')]
 
-def report_markdown(res:dict # `summarize`d results of a run
+def report_markdown(res:dict, # `summarize`d results of a run
+                    pictures:bool=False, # The run's folder holds `neighbours.png` and `embedding.png`
                    )->str:
     "The comparison table, the paired differences, the encoder's k-NN and linear-probe accuracy and the run's provenance, as Markdown"
     b, f, p, k = res['baseline'], res['finetune'], res['preset'], res['knn']
@@ -217,7 +243,13 @@ def report_markdown(res:dict # `summarize`d results of a run
         L_.append(f"| {what} | {100*k[key]:.1f}% |" + (f" {100*pr[key]['accuracy']:.1f}% |" if pr else ''))
     L_ += ['', '## Plots', '', '![accuracy](accuracy.png)', '', '![training loss](train_loss.png)', '', '![validation loss](loss.png)', '',
            '![pre-training loss](pretrain_loss.png)', '', '![SimCLR views](augmentations.png)', '',
-           '![supervised augmentation](supervised_augmentations.png)', '',
+           '![supervised augmentation](supervised_augmentations.png)', '', '## What the encoder sees', '',
+           *(["Six test images (left) and their five nearest training images (a bank of 500) by the cosine similarity of the "
+              "features, under the random encoder and after pre-training; green frames mark a neighbour of the query's class:", '',
+              '![nearest neighbours](neighbours.png)', '',
+              "The features of 400 test images projected to 2-D (PCA), coloured by class:", '', '![embedding map](embedding.png)']
+             if pictures else ["The nearest-neighbour and embedding-map pictures need the pre-trained encoder file, which this folder "
+                               "does not hold (encoder files are not committed with results): they were skipped."]), '',
            *provenance_lines(res, 'results.json', 'wall time per phase (s)'),
            '', 'The seed figures are those its authors reported for the full recipe on the original CIFAR-10 files; this data set is '
            'the JPEG re-encoding, expected 1-3 points lower; its losses are training losses. Validation and test images are not '
@@ -246,7 +278,7 @@ def write_report(res:dict, # `summarize`d results of a run
                  out, # The run's folder
                  data=None, # `CIFARData`, for the augmentation figures
                 ):
-    "`results.json`, `report.md` and the PNG plots in `out`, each written atomically"
+    "`results.json`, `report.md` and the PNG plots in `out` (the pictures of the encoder when its file is there), each written atomically"
     out = Path(out)
     plot_comparison(res, 'accuracy', out/'accuracy.png')
     plot_comparison(res, 'valid_loss', out/'loss.png')
@@ -256,5 +288,7 @@ def write_report(res:dict, # `summarize`d results of a run
         p = Preset(**res['preset'])
         plot_augmentations(data, p, res['seed'], 'simclr', out/'augmentations.png')
         plot_augmentations(data, p, res['seed'], 'supervised', out/'supervised_augmentations.png')
+    enc = _find_run_encoder(res, out)
+    if data is not None and enc is not None: plot_run_pictures(res, out, data, enc)
     atomic_write_json(out/'results.json', res)
-    atomic_write_text(out/'report.md', report_markdown(res))
+    atomic_write_text(out/'report.md', report_markdown(res, pictures=data is not None and enc is not None))

@@ -13,7 +13,7 @@ import torch
 from .utils import check_num, read_json, atomic_write_json, atomic_write_text, clean_temps, resolve_device, show_path
 from fastai.basics import *
 from .data import CIFARData, load_cifar10, cifar10_path, _scan, _fingerprint
-from .model import load_encoder
+from .model import load_encoder, encoder_info
 from .recipes import (Preset, get_preset, preset_encoder, check_data, check_seed, labeled_indices, pretrain_indices, test_indices,
                                    run_pretrain, run_fold, run_knn, run_probe)
 from .report import summarize, write_report
@@ -21,6 +21,7 @@ from .distributed import is_main_process, main_process_first, end_distributed
 from .speed import speed_cbs, resolve_speed, speed_options
 from .checkpoint import RunLock
 from .learner import image_folder_dls, create_encoder
+from .share import write_model_card, plot_neighbours
 
 # %% auto #0
 __all__ = ['versions', 'device_name', 'code_version', 'data_fingerprint', 'ConfigMismatch', 'run_config', 'config_differences',
@@ -242,6 +243,8 @@ def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, spee
                   f"features of the {n_lab:,} labeled images, {n_test:,} test images",
                   lambda: run_probe(data, p, out, pre['encoder'], seed, device), 'probe')
     log(f"[probe] random encoder {100*probe['random']['accuracy']:.1f}%, pre-trained {100*probe['pretrained']['accuracy']:.1f}%")
+    if pre.get('card') and Path(pre['encoder']).is_file():   # the model card again, now with the encoder's accuracies
+        write_model_card(pre['encoder'], **pre['card'], knn=knn, probe=probe, log=log)
     what = {'baseline': 'a ResNet-18 from scratch', 'finetune': 'the pre-trained encoder with a new head, nothing frozen,'}
     folds = {k: [] for k in what}
     for k in what:
@@ -311,6 +314,13 @@ def pretrain_images(images, # A folder with image files anywhere below it, of an
                     f"{p.pretrain_epochs} epochs of {n_train // p.pretrain_bs:,} batches of {p.pretrain_bs} pairs")
         t0 = time.time()
         r = run_pretrain(None, p, out, seed, device, cbs=[*speed_cbs(**spd, device=device), ProgressLine('pretrain', 'views', log=log)],
-                         dls=dls, encoder=enc)
+                         dls=dls, encoder=enc, data_text=f"{len(files):,} image files under a folder named `{images.resolve().name}`, "
+                         f"resized to {size} px ({n_train:,} to train on), no labels", log=log)
+        pic = out/'pretrain'/'neighbours.png'
+        if not pic.exists() and Path(r['encoder']).is_file():   # neighbours among the user's own images, random vs pre-trained
+            set_seed(seed); rand = preset_encoder(p) if size <= 64 else create_encoder('resnet18', zero_init_last=p.zero_init_last)
+            stats = tuple(encoder_info(r['encoder']).get(k) for k in ('mean', 'std'))
+            plot_neighbours({'random': rand, 'pre-trained': load_encoder(r['encoder'])}, dls.valid if len(dls.valid_ds) >= 6 else dls.train,
+                            dls.train, stats=stats, n_bank=1000, fname=pic, title='Nearest neighbours among your images')
         log(f"[pretrain] done in {time.time()-t0:.0f}s: encoder saved to {show_path(r['encoder'])}")
     return r

@@ -294,13 +294,13 @@ def write_sweep(res:dict, # `sweep`'s results
 # %% ../nbs/10b_sweep.ipynb #9edb8ad9
 def find_encoder(path, # An encoder file, or the folder of a `reproduce`, `pretrain` or `sweep` run
                 )->Path:
-    "The encoder file at `path`, or the one a run folder `path` saved (`pretrain/encoder.pth`)"
+    "The encoder file at `path`, or the one a run folder `path` saved (`pretrain/encoder.safetensors`, or an older run's `encoder.pth`)"
     path = Path(path)
     if path.is_file(): return path
     if not path.is_dir(): raise ValueError(f"encoder not found: {path}")
-    f = path/'pretrain'/'encoder.pth'
-    if f.is_file(): return f
-    raise ValueError(f"{path} holds no pre-trained encoder (no pretrain/encoder.pth): give an encoder file, or a folder whose pre-training finished")
+    for f in (path/'pretrain'/'encoder.safetensors', path/'pretrain'/'encoder.pth'):
+        if f.is_file(): return f
+    raise ValueError(f"{path} holds no pre-trained encoder (no pretrain/encoder.safetensors): give an encoder file, or a folder whose pre-training finished")
 
 def _phase(log, label:str, folder:Path, text:str, f):
     _phase_line(log, label, folder, text)

@@ -185,13 +185,13 @@ def _limited(code, limit, cwd):
 
 WRITERS = {
     'checkpoint': "from fastai_simclr.checkpoint import atomic_save; atomic_save({'model': {'w': torch.zeros(2**20)}, 'opt': {}, 'epoch': 1, 'history': []}, 'out/checkpoint.pth')",
-    'encoder': "from fastai_simclr.model import save_encoder, cifar_resnet18; save_encoder(cifar_resnet18(), 'out/encoder.pth')",
+    'encoder': "from fastai_simclr.model import save_encoder, cifar_resnet18; save_encoder(cifar_resnet18(), 'out/encoder.safetensors')",
     'json': "from fastai_simclr.utils import atomic_write_json; atomic_write_json('out/result.json', {'x': list(range(10**6))})",
 }
 
 @pytest.mark.parametrize('kind', list(WRITERS))
 def test_write_beyond_file_size_limit(tmp_path, kind):
-    name = {'checkpoint': 'checkpoint.pth', 'encoder': 'encoder.pth', 'json': 'result.json'}[kind]
+    name = {'checkpoint': 'checkpoint.pth', 'encoder': 'encoder.safetensors', 'json': 'result.json'}[kind]
     (tmp_path/'out').mkdir(); (tmp_path/'out'/name).write_bytes(b'the previous version')
     r = _limited(f'''
         import sys, torch

@@ -19,7 +19,8 @@ def temps(d:Path): return sorted(str(p.relative_to(d)) for p in Path(d).rglob('*
 def epochs_saved(d:Path): return torch.load(d/'checkpoint.pth', weights_only=True)['epoch']
 def curve(h): return [(r['epoch'], r['lr'], r['train_loss'], r.get('valid_loss'), r.get('accuracy')) for r in h]
 def same_weights(a:Path, b:Path):
-    x, y = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    from safetensors.torch import load_file
+    x, y = load_file(a), load_file(b)
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 PRETRAIN = ('pretrain', '--preset', 'smoke', '--device', 'cpu')
@@ -36,17 +37,17 @@ def test_pretrain_killed_at_each_point_then_resumed(pretrained, tmp_path):
     out = tmp_path/'run'; d = out/'pretrain'; args = (*PRETRAIN, '--out', str(out))
     # 1. just after the checkpoint of epoch 0: one epoch saved, the phase unfinished
     killed_at('checkpoint.saved:1', *args)
-    assert epochs_saved(d) == 1 and not (d/'result.json').exists() and not (d/'encoder.pth').exists()
+    assert epochs_saved(d) == 1 and not (d/'result.json').exists() and not (d/'encoder.safetensors').exists()
     # 2. resumed, killed in the middle of writing epoch 1's checkpoint: the previous checkpoint intact, its temporary file left
     killed_at('atomic_write.mid.checkpoint.pth:1', *args)
     assert epochs_saved(d) == 1 and len(temps(d)) == 1 and not (d/'result.json').exists()
     # 3. resumed, killed in the middle of writing the encoder, after the last checkpoint
-    killed_at('atomic_write.mid.encoder.pth:1', *args)
-    assert epochs_saved(d) == 2 and not (d/'encoder.pth').exists() and not (d/'result.json').exists()
-    assert len(temps(d)) == 1 and temps(d)[0].startswith('.encoder.pth.')   # step 2's temporary file was cleaned at the start
+    killed_at('atomic_write.mid.encoder.safetensors:1', *args)
+    assert epochs_saved(d) == 2 and not (d/'encoder.safetensors').exists() and not (d/'result.json').exists()
+    assert len(temps(d)) == 1 and temps(d)[0].startswith('.encoder.safetensors.')   # step 2's temporary file was cleaned at the start
     # 4. resumed, killed between the last checkpoint (and the encoder) and result.json
     killed_at('phase.before_result:1', *args)
-    assert (d/'encoder.pth').exists() and not (d/'result.json').exists() and temps(out) == []
+    assert (d/'encoder.safetensors').exists() and not (d/'result.json').exists() and temps(out) == []
     # 5. resumed, killed in the middle of writing result.json
     killed_at('atomic_write.mid.result.json:1', *args)
     assert not (d/'result.json').exists() and len(temps(d)) == 1
@@ -56,12 +57,12 @@ def test_pretrain_killed_at_each_point_then_resumed(pretrained, tmp_path):
     res, ref = (json.loads((o/'pretrain'/'result.json').read_text()) for o in (out, pretrained))
     assert [h['epoch'] for h in res['history']] == [0, 1]
     assert curve(res['history']) == curve(ref['history'])
-    assert same_weights(d/'encoder.pth', pretrained/'pretrain'/'encoder.pth')
+    assert same_weights(d/'encoder.safetensors', pretrained/'pretrain'/'encoder.safetensors')
     assert temps(out) == [] and not (out/LOCK_NAME).exists()
 
 def test_fold_killed_then_resumed(pretrained, tmp_path):
     "The baseline and fine-tune phases of `reproduce` (fold 0, the encoder above): killed after an epoch and before a result"
-    enc = pretrained/'pretrain'/'encoder.pth'
+    enc = pretrained/'pretrain'/'encoder.safetensors'
     args = lambda out: ('reproduce', '--preset', 'smoke', '--device', 'cpu', '--encoder', str(enc), '--folds', '0', '--out', str(out))
     ref = tmp_path/'ref'
     r = cli(*args(ref)); assert r.returncode == 0, r.stderr[-3000:]

@@ -20,7 +20,10 @@ def test_pretrain_images_then_fine_tune(tmp_path):
     photos, out = _photos(tmp_path/'photos'), tmp_path/'run'
     r = _cli('pretrain', '--images', photos, '--size', 40, '--preset', 'smoke', '--out', out, '--device', 'cpu')
     assert r.returncode == 0, r.stderr
-    assert 'encoder saved to' in r.stdout and (out/'pretrain'/'encoder.pth').is_file()
+    assert 'encoder saved to' in r.stdout and (out/'pretrain'/'encoder.safetensors').is_file()
+    card = (out/'pretrain'/'README.md').read_text()
+    assert card.startswith('---\n') and 'image files under a folder named `photos`' in card, card[:500]
+    assert (out/'pretrain'/'neighbours.png').stat().st_size > 5000   # neighbours among the user's own images
     res = json.loads((out/'pretrain'/'result.json').read_text())
     assert res['images'] == 36 and len(res['history']) == 2
     again = _cli('pretrain', '--images', photos, '--size', 40, '--preset', 'smoke', '--out', out, '--device', 'cpu')
@@ -30,7 +33,7 @@ def test_pretrain_images_then_fine_tune(tmp_path):
     from fastai_simclr.learner import classifier_learner
     dls = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
                     splitter=RandomSplitter(0.25, seed=0), item_tfms=Resize(40)).dataloaders(photos, bs=8, device='cpu', num_workers=0)
-    learn = classifier_learner(dls, out/'pretrain'/'encoder.pth')
+    learn = classifier_learner(dls, out/'pretrain'/'encoder.safetensors')
     learn.fine_tune(1, 1e-3)
     assert len(learn.recorder.values) == 1 and np.isfinite(learn.recorder.values[-1]).all()
 

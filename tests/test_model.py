@@ -2,6 +2,8 @@
 import pytest, torch, timm
 from torch import nn
 from fastai_simclr.model import *
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 @pytest.fixture(scope='module')
 def enc(): return cifar_resnet18()
@@ -56,26 +58,76 @@ def test_encoder_without_num_features():
 def test_save_load_roundtrip(tmp_path, enc):
     m = create_simclr_model(enc)
     x = torch.randn(2, 3, 32, 32)
-    save_encoder(m, tmp_path/'e.pth')
+    save_encoder(m, tmp_path/'e.safetensors', stats=((0.1, 0.2, 0.3), (0.4, 0.5, 0.6)), recipe={'preset': 'smoke', 'epochs': 1})
+    info = encoder_info(tmp_path/'e.safetensors')
+    assert (info['arch'], info['cifar_stem'], info['num_features']) == ('resnet18', True, 512)
+    assert info['mean'] == [0.1, 0.2, 0.3] and info['std'] == [0.4, 0.5, 0.6] and info['recipe'] == {'preset': 'smoke', 'epochs': 1}
+    sd = m.encoder.state_dict()
+    torch.save(sd, tmp_path/'e.pth')                       # older files: weights only
     torch.save(m.state_dict(), tmp_path/'full.pth')
     torch.save({'model': m.state_dict(), 'opt': {}}, tmp_path/'learner.pth')
-    for f in ['e.pth', 'full.pth', 'learner.pth']:
+    for f in ['e.safetensors', 'e.pth', 'full.pth', 'learner.pth']:
         e2 = load_encoder(tmp_path/f)
         torch.testing.assert_close(e2.eval()(x), enc.eval()(x))
 
+@pytest.mark.parametrize('arch,stem', [('resnet34', False), ('resnet18', True), ('mobilenetv3_small_050', False)])
+def test_any_timm_arch_from_file_alone(tmp_path, arch, stem):
+    m = build_encoder(arch, stem).eval()
+    save_encoder(m, tmp_path/'e.safetensors')
+    m2 = load_encoder(tmp_path/'e.safetensors').eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert type(m2) is type(m) and encoder_info(tmp_path/'e.safetensors')['cifar_stem'] == stem
+    torch.testing.assert_close(m2(x), m(x))
+
+def test_plain_timm_loads_the_file_offline(tmp_path, monkeypatch):
+    "Without the CIFAR stem the file is a timm checkpoint: timm loads it by itself, reading the local file, no network"
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    m = build_encoder('resnet18').eval()
+    save_encoder(m, tmp_path/'e.safetensors')
+    t = timm.create_model('resnet18', pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path/'e.safetensors')), num_classes=0).eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(t(x), m(x))
+
+def test_save_refuses_other_names(tmp_path, enc):
+    with pytest.raises(ValueError, match=r'name it \*\.safetensors'): save_encoder(enc, tmp_path/'e.pth')
+    assert not (tmp_path/'e.pth').exists()
+
+def _one_line(path, match, encoder=None):
+    with pytest.raises(ValueError, match=match) as e: load_encoder(path, encoder)
+    assert '\n' not in str(e.value), str(e.value)
+
 def test_load_errors(tmp_path, enc):
-    with pytest.raises(FileNotFoundError, match='No encoder checkpoint'): load_encoder(tmp_path/'missing.pth')
-    save_encoder(enc, tmp_path/'e.pth')
+    with pytest.raises(FileNotFoundError, match='No encoder checkpoint'): load_encoder(tmp_path/'missing.safetensors')
+    save_encoder(enc, tmp_path/'e.safetensors')
+    good = (tmp_path/'e.safetensors').read_bytes()
+    for n in (5, 5000, len(good) - 1):
+        (tmp_path/'trunc.safetensors').write_bytes(good[:n])
+        _one_line(tmp_path/'trunc.safetensors', 'not a readable safetensors file')
+    (tmp_path/'flip.safetensors').write_bytes(good[:-100] + bytes([good[-100] ^ 1]) + good[-99:])
+    _one_line(tmp_path/'flip.safetensors', 'do not match the checksum')
+    (tmp_path/'text.safetensors').write_text('hello')
+    _one_line(tmp_path/'text.safetensors', 'not a readable safetensors file')
+    # metadata edited to name another architecture, or one timm does not know
+    sd, meta = load_file(tmp_path/'e.safetensors'), safe_open(tmp_path/'e.safetensors', 'pt').metadata()
+    save_file(sd, tmp_path/'other.safetensors', {**meta, 'arch': 'resnet34'})
+    _one_line(tmp_path/'other.safetensors', r'another architecture \(resnet34 with the CIFAR stem, not ResNet\).*missing keys')
+    save_file(sd, tmp_path/'unknown.safetensors', {**meta, 'arch': 'no_such_net'})
+    _one_line(tmp_path/'unknown.safetensors', "names the architecture 'no_such_net', which timm cannot build")
+    save_file(sd, tmp_path/'foreign.safetensors')
+    _one_line(tmp_path/'foreign.safetensors', 'without fastai_simclr metadata')
+    _one_line(tmp_path/'e.safetensors', 'made for resnet18 with the CIFAR stem, not for the resnet34', timm.create_model('resnet34', num_classes=0))
+    _one_line(tmp_path/'other.safetensors', 'made for resnet34 with the CIFAR stem, not for the resnet18 with the CIFAR stem', cifar_resnet18())
+    _one_line(tmp_path/'e.safetensors', 'unexpected keys', nn.Conv2d(3, 64, 3, padding=1, bias=False))
+    # older .pth files
+    torch.save(enc.state_dict(), tmp_path/'e.pth')
     (tmp_path/'trunc.pth').write_bytes((tmp_path/'e.pth').read_bytes()[:5000])
-    with pytest.raises(ValueError, match='not a readable torch checkpoint'): load_encoder(tmp_path/'trunc.pth')
+    _one_line(tmp_path/'trunc.pth', 'not a readable torch checkpoint')
     (tmp_path/'text.pth').write_text('hello')
-    with pytest.raises(ValueError, match='not a readable torch checkpoint'): load_encoder(tmp_path/'text.pth')
+    _one_line(tmp_path/'text.pth', 'not a readable torch checkpoint')
     torch.save([1, 2], tmp_path/'list.pth')
-    with pytest.raises(ValueError, match='state dict'): load_encoder(tmp_path/'list.pth')
+    _one_line(tmp_path/'list.pth', 'state dict')
     torch.save(timm.create_model('resnet18', num_classes=0).state_dict(), tmp_path/'imnet.pth')
-    with pytest.raises(ValueError, match=r'shape mismatch.*conv1.weight'): load_encoder(tmp_path/'imnet.pth')
-    with pytest.raises(ValueError, match='missing keys'): load_encoder(tmp_path/'e.pth', timm.create_model('resnet34', num_classes=0))
-    with pytest.raises(ValueError, match='unexpected keys'): load_encoder(tmp_path/'e.pth', nn.Conv2d(3, 64, 3, padding=1, bias=False))
+    _one_line(tmp_path/'imnet.pth', r'shape mismatch.*conv1.weight')
 
 def _bns(m): return {n: mod for n, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d)}
 

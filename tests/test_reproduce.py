@@ -45,7 +45,10 @@ def test_smoke_end_to_end(smoke_run):
               'Fine-tune minus baseline, fold by fold', '| test accuracy |', 'k-NN test accuracy', 'linear probe test accuracy',
               res['description'], f"- code: {res['code']['commit'][:12]}"):
         assert s in md, s
-    assert (out/'pretrain'/'encoder.pth').exists()
+    assert (out/'pretrain'/'encoder.safetensors').exists()
+    assert (out/'neighbours.png').stat().st_size > 5000 and (out/'embedding.png').stat().st_size > 5000 and '](neighbours.png)' in md
+    card = (out/'pretrain'/'README.md').read_text()   # the model card, with the accuracies measured after pre-training
+    assert f"| this encoder | {100*res['knn']['pretrained']:.1f}% | {100*res['probe']['pretrained']['accuracy']:.1f}% |" in card
     # a second run with the same folder redoes nothing
     r2 = cli('reproduce', '--preset', 'smoke', '--out', str(out), '--device', 'cpu')
     assert r2.returncode == 0 and json.loads((out/'results.json').read_text())['folds'] == res['folds']
@@ -55,7 +58,7 @@ def test_encoder_reuse_skips_pretraining(tmp_path):
     first = tmp_path/'a'
     r = cli('pretrain', '--preset', 'smoke', '--out', str(first), '--device', 'cpu')
     assert r.returncode == 0 and 'encoder saved to' in r.stdout, r.stderr
-    enc = first/'pretrain'/'encoder.pth'
+    enc = first/'pretrain'/'encoder.safetensors'
     r = cli('reproduce', '--preset', 'smoke', '--out', str(tmp_path/'b'), '--encoder', str(enc), '--device', 'cpu', '--epochs', '1', '--folds', '0')
     assert r.returncode == 0, r.stderr
     assert not (tmp_path/'b'/'pretrain').exists()

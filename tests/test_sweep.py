@@ -50,7 +50,7 @@ def test_sweep_cli_reuses_an_encoder_resumes_and_refuses_other_settings(smoke_ru
     for f in ('config.json', 'sweep.json', 'report.md', 'sweep.png', 'frac0.0008/probe/result.json', 'frac0.0016/finetune/fold1/result.json'):
         assert (out/f).stat().st_size > 0, f
     res = json.loads((out/'sweep.json').read_text())
-    assert res['encoder'] == str(smoke_run[0]/'pretrain'/'encoder.pth') and res['fracs'] == [0.0008, 0.0016]
+    assert res['encoder'] == str(smoke_run[0]/'pretrain'/'encoder.safetensors') and res['fracs'] == [0.0008, 0.0016]
     assert re.fullmatch(r'[0-9a-f]{40}', res['code']['commit']) and res['command'].startswith('fastai-simclr sweep --preset smoke')
     assert set(res['seconds']) == {'pretrain', '40 labels', '80 labels', 'total'} and res['preset']['name'] == 'smoke'
     for r_ in res['fractions']:
@@ -88,6 +88,6 @@ def test_pretrains_once_and_a_second_call_redoes_nothing(cifar, tmp_path, monkey
     assert sorted(fits) == ['baseline'] * 4 + ['finetune'] * 4 + ['pretrain']
     lab = lambda f: set(fastai_simclr.recipes.labeled_indices(cifar, get_preset('smoke', frac=f)))
     assert sum(feats) == len(lab(0.0008) | lab(0.0016)) + 32   # each labeled image of either fraction and each test image, once
-    assert (tmp_path/'s'/'pretrain'/'encoder.pth').exists() and res['pretrain']['images'] == 64
+    assert (tmp_path/'s'/'pretrain'/'encoder.safetensors').exists() and res['pretrain']['images'] == 64
     fits.clear(); feats.clear()
     assert run()['fractions'] == res['fractions'] and fits == [] and feats == []
