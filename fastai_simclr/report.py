@@ -176,11 +176,11 @@ def plot_run_pictures(res:dict, # A run's results (`preset`, `seed`, `pretrain`)
                       data, # `CIFARData`
                       encoder_path, # The run's pre-trained encoder file
                      )->list: # The files written
-    "Nearest neighbours of 6 test images among 500 training images, and a PCA map of 400 test images, random vs pre-trained encoder"
+    "Nearest neighbours of 6 test images among the k-NN bank (at most 500), and a PCA map of the k-NN test images (at most 400), random vs pre-trained encoder"
     p, seed, out = Preset(**res['preset']), res['seed'], Path(out)
     encs = {'random encoder': preset_encoder(p, seed), 'after SimCLR pre-training': load_encoder(encoder_path, preset_encoder(p))}
     st = preset_stats(p)
-    q, b, m = test_indices(data, 6, seed, 'figure'), seeded_subset(len(data.train_x), 500, seed, SALTS['knn_bank']), test_indices(data, 400, seed, 'knn_test')
+    q, b, m = test_indices(data, 6, seed, 'figure'), seeded_subset(len(data.train_x), min(500, p.knn_bank_n), seed, SALTS['knn_bank']), test_indices(data, min(400, p.knn_test_n), seed, 'knn_test')
     plot_neighbours(encs, data.test_x[q], data.train_x[b], stats=st, fname=out/'neighbours.png')
     plot_embedding(encs, data.test_x[m], data.test_y[m], data.vocab, stats=st, fname=out/'embedding.png')
     return [out/'neighbours.png', out/'embedding.png']

@@ -33,6 +33,14 @@ def run_cli(*args, timeout=900, **kw):
     import subprocess, sys
     return subprocess.run([sys.executable, '-m', 'fastai_simclr.cli', *args], capture_output=True, text=True, timeout=timeout, **kw)
 
+def run_main(*args):
+    "Run `fastai-simclr` in this process (`cli.main`), for refusals that end before any training: no interpreter start and imports"
+    import contextlib, io, subprocess
+    from fastai_simclr.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main([str(a) for a in args])
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())
+
 @pytest.fixture(scope='session')
 def smoke_run(tmp_path_factory):
     "One complete `reproduce --preset smoke` run on real CIFAR-10, shared by the tests that only read it"

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from fastai_simclr.speed import bf16_native
 NATIVE = bf16_native('cpu')   # the device default of this CPU
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ('views/s', 'ms/step', 'data', 'augment', 'forward', 'loss', 'backward_step', 'other')
@@ -56,7 +56,7 @@ def test_bench_bad_input(args, msg, cifar_path):
     if args[1] == 'cuda':
         import torch
         if torch.cuda.is_available(): pytest.skip('a GPU is present')
-    r = run_cli('bench', '--data', str(cifar_path), *args)
+    r = run_main('bench', '--data', str(cifar_path), *args)
     assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
 
 def test_bench_missing_peer_python_is_reported(cifar_path):

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli as cli
+from conftest import run_cli, run_main as cli   # refusals in this process (seconds); runs that must be their own process use run_cli
 
 def assert_error(r, *fragments):
     "Exit status 2, one line on stderr that starts with the program name and holds every fragment, no traceback"
@@ -105,7 +105,7 @@ def test_file_size_limit_when_saving(tmp_path):
     "Without any mount or namespace: a file size limit (RLIMIT_FSIZE) makes the first checkpoint write fail, as a full disk would"
     import resource
     out = tmp_path/'run'
-    r = cli('pretrain', '--preset', 'smoke', '--device', 'cpu', '--out', str(out),
+    r = run_cli('pretrain', '--preset', 'smoke', '--device', 'cpu', '--out', str(out),
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20)))
     assert_error(r, 'could not write', str(out/'pretrain'/'checkpoint.pth'), 'File too large')
     assert sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file()) == ['config.json']

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli as cli
+from conftest import run_cli as cli, run_main
 import fastai_simclr.recipes, fastai_simclr.sweep
 from fastai_simclr.recipes import get_preset
 from fastai_simclr.sweep import sweep, sweep_plan, sweep_settings, fold_indices, ARMS
@@ -35,7 +35,7 @@ def test_fractions_labels_and_folds(cifar):
     ('0.0006', 'fraction 0.0006: batch size 16 is larger than the 15 labeled training images of a fold'),
 ])
 def test_bad_fractions_refused(tmp_path, fracs, frag):
-    r = cli('sweep', '--preset', 'smoke', '--device', 'cpu', '--out', str(tmp_path/'o'), '--fracs', fracs)
+    r = run_main('sweep', '--preset', 'smoke', '--device', 'cpu', '--out', str(tmp_path/'o'), '--fracs', fracs)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith('fastai-simclr: error: ') and frag in lines[0], r.stderr[-2000:]
     assert not (tmp_path/'o').exists()
@@ -65,7 +65,7 @@ def test_sweep_cli_reuses_an_encoder_resumes_and_refuses_other_settings(smoke_ru
     # the same command again: nothing trains, no phase result is rewritten
     mtimes = {f: f.stat().st_mtime_ns for f in out.rglob('result.json')}
     assert len(mtimes) == 2 * (1 + 2 * 2)
-    r2 = cli(*args, '--out', str(out))
+    r2 = run_main(*args, '--out', str(out))   # in this process: it trains nothing
     assert r2.returncode == 0 and 'images/s' not in r2.stdout and r2.stdout.count('finished earlier') == len(mtimes), r2.stderr[-2000:]
     assert {f: f.stat().st_mtime_ns for f in out.rglob('result.json')} == mtimes
     assert json.loads((out/'sweep.json').read_text())['fractions'] == res['fractions']
@@ -73,7 +73,7 @@ def test_sweep_cli_reuses_an_encoder_resumes_and_refuses_other_settings(smoke_ru
     for extra, frag in ((('--fracs', '0.0008'), 'sweep.fracs: [0.0008, 0.0016] there, [0.0008] now'),
                         (('--max-fold-labels', '40'), 'sweep.max_fold_labels: None there, 40 now'),
                         (('--epochs', '1', '--seed', '7'), 'preset.epochs: 2 there, 1 now; seed: 42 there, 7 now')):
-        r3 = cli(*args, '--out', str(out), *extra)
+        r3 = run_main(*args, '--out', str(out), *extra)
         assert r3.returncode == 2 and frag in r3.stderr, r3.stderr[-2000:]
     assert {f: f.stat().st_mtime_ns for f in out.rglob('result.json')} == mtimes
 
