@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 import numpy as np
 import torch
-from .utils import check_num, seeded_subset, read_json, atomic_write_json, fault_point, resolve_device, normalize
+from .utils import check_num, seeded_subset, read_json, atomic_write_json, fault_point, resolve_device, device_name, normalize
 from .utils import CIFAR_STATS, SEED_CIFAR_STATS
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -483,7 +483,6 @@ def run_pretrain(data:CIFARData, # From `load_cifar10`
          'processes': ws, 'batch_size_per_process': p.pretrain_bs, 'effective_batch_size': p.pretrain_bs * ws, 'sync_bn': sync_bn and ws > 1}
     if is_main_process():
         save_encoder(learn, enc_file, stats=None if dls_given else preset_stats(p), recipe=p.to_dict())
-        from .reproduce import device_name
         r['card'] = {'data': data_text or f"{len(dls.train_ds):,} CIFAR-10 training images (32 px), labels not used",
                      'compute': f"{p.pretrain_epochs} epochs of batches of {p.pretrain_bs * ws} pairs in {sum(h['seconds'] for h in hist):,.0f} s "
                                 f"on {device_name(device)} ({ws} process(es))", 'datasets': ['cifar10'] if data_text is None else None}

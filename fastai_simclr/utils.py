@@ -15,8 +15,8 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['FAULT_ENV', 'TMP_SUFFIX', 'CIFAR_STATS', 'SEED_CIFAR_STATS', 'check_num', 'fault_point', 'OutputError',
            'atomic_write', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save',
-           'atomic_savefig', 'read_json', 'clean_temps', 'show_path', 'resolve_device', 'seeded_subset', 'normalize',
-           'denormalize']
+           'atomic_savefig', 'read_json', 'clean_temps', 'show_path', 'resolve_device', 'device_name', 'seeded_subset',
+           'normalize', 'denormalize']
 
 # %% ../nbs/00_utils.ipynb #57535392
 def _fmt_range(lo, hi, lo_open, hi_open, integer):
@@ -181,6 +181,14 @@ def resolve_device(device=None, # `None` (fastai's `default_device()`), a `torch
             raise ValueError(f"device {str(device)!r} asked for, but MPS is not available here; use --device cpu")
     elif d.type != 'cpu': raise ValueError(f"device {str(device)!r} is not supported; use cpu, cuda or cuda:N")
     return d
+
+# %% ../nbs/00_utils.ipynb #9582054c
+def device_name(device=None, # A device; default: `resolve_device()`'s
+               )->str:
+    "The device in words, as results and model cards record it: the GPU's name, or the CPU's cores and torch threads"
+    d = torch.device(device) if device is not None else resolve_device()
+    if d.type == 'cuda': return f"cuda: {torch.cuda.get_device_name(d)}"
+    return f"cpu: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 # %% ../nbs/00_utils.ipynb #b1d38021
 def seeded_subset(n_total:int, # Size of the set to choose from
