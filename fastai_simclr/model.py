@@ -95,7 +95,7 @@ def classifier_splitter(model:Classifier # Or any module with `.encoder` and `.h
     return [params(model.encoder), params(model.head)]
 
 # %% ../nbs/01_model.ipynb #1a8ddfe8
-from .utils import atomic_write_bytes
+from .utils import atomic_write_bytes, code_version
 import hashlib, json, pickle, re, struct
 import safetensors, safetensors.torch
 
@@ -129,16 +129,9 @@ def _stats_of(learn):
     return tuple(torch.as_tensor(s).flatten().tolist() for s in (norm.mean, norm.std))
 
 def _commit()->str:
-    "The git commit of the package's checkout (`-dirty` with changes to it), else 'unknown'"
-    import subprocess
-    root = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
-    git = lambda *a: subprocess.run(['git', '-C', str(root), *a], capture_output=True, text=True, timeout=30)
-    try:
-        c = git('rev-parse', 'HEAD')
-        if c.returncode: return 'unknown'
-        dirty = git('status', '--porcelain', '--', str(Path(git('rev-parse', '--show-toplevel').stdout.strip())/'fastai_simclr')).stdout.strip()
-        return c.stdout.strip()[:12] + ('-dirty' if dirty else '')
-    except (OSError, subprocess.SubprocessError): return 'unknown'
+    "The git commit of the package's checkout, shortened (`-dirty` with changes to it), else 'unknown'"
+    cv = code_version()
+    return 'unknown' if cv['commit'] is None else cv['commit'][:12] + ('-dirty' if cv['dirty'] else '')
 
 def _data_sha(b:bytes)->str:
     "sha256 of the tensor bytes of a safetensors file (everything after its header)"

@@ -10,7 +10,7 @@ import contextlib, hashlib, os, platform, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import torch
-from .utils import check_num, read_json, atomic_write_json, atomic_write_text, clean_temps, resolve_device, device_name, show_path
+from .utils import check_num, read_json, atomic_write_json, atomic_write_text, clean_temps, resolve_device, device_name, code_version, show_path
 from fastai.basics import *
 from .data import CIFARData, load_cifar10, cifar10_path, _scan, _fingerprint
 from .model import load_encoder, encoder_info
@@ -24,8 +24,8 @@ from .learner import image_folder_dls, create_encoder
 from .share import write_model_card, plot_neighbours
 
 # %% auto #0
-__all__ = ['versions', 'code_version', 'data_fingerprint', 'ConfigMismatch', 'run_config', 'config_differences', 'check_config',
-           'check_out', 'ProgressLine', 'partial_markdown', 'reproduce', 'pretrain_images']
+__all__ = ['versions', 'data_fingerprint', 'ConfigMismatch', 'run_config', 'config_differences', 'check_config', 'check_out',
+           'ProgressLine', 'partial_markdown', 'reproduce', 'pretrain_images']
 
 # %% ../nbs/10_reproduce.ipynb #fe77f5bd
 def versions()->dict:
@@ -33,19 +33,6 @@ def versions()->dict:
     import fastai, timm, sklearn, fastai_simclr
     return {'python': platform.python_version(), 'torch': torch.__version__, 'fastai': fastai.__version__, 'timm': timm.__version__,
             'scikit-learn': sklearn.__version__, 'numpy': np.__version__, 'fastai_simclr': fastai_simclr.__version__}
-
-def code_version()->dict:
-    "The git commit of the library's checkout and whether its files differ from it (`None`s outside a git checkout)"
-    root = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
-    git = lambda *a: subprocess.run(['git', '-C', str(root), *a], capture_output=True, text=True, timeout=30)
-    try:
-        c = git('rev-parse', 'HEAD')
-        if c.returncode: return {'commit': None, 'dirty': None}
-        top = git('rev-parse', '--show-toplevel').stdout.strip()
-        pkg = Path(top)/'fastai_simclr'
-        s = git('status', '--porcelain', '--', str(pkg if pkg.is_dir() else top))
-        return {'commit': c.stdout.strip(), 'dirty': bool(s.stdout.strip())}
-    except (OSError, subprocess.SubprocessError): return {'commit': None, 'dirty': None}
 
 def data_fingerprint(data)->str:
     "Fingerprint of a CIFAR-10 folder (its files' names, sizes and times), or of a `CIFARData` without a folder (its arrays)"

@@ -13,13 +13,13 @@ import torch
 import matplotlib, matplotlib.ticker
 import matplotlib.pyplot as plt
 from fastai.basics import *
-from .utils import check_num, atomic_write_json, atomic_write_text, clean_temps, resolve_device, show_path
+from .utils import check_num, atomic_write_json, atomic_write_text, clean_temps, resolve_device, show_path, code_version, device_name
 from .data import CIFARData, KFoldSplitter, load_cifar10, cifar10_path
 from .model import load_encoder
 from .recipes import (Preset, get_preset, preset_encoder, preset_stats, check_data, check_seed, labeled_indices, pretrain_indices,
                                    test_indices, estimate_seconds, read_result, run_pretrain, run_fold, probe_features, fit_probe, probe_method)
 from .report import paired_interval, paired_differences, provenance_lines, _excludes_zero, _done
-from .reproduce import (ProgressLine, run_config, check_config, check_out, code_version, versions, device_name, data_fingerprint,
+from .reproduce import (ProgressLine, run_config, check_config, check_out, versions, data_fingerprint,
                                      _phase_line)
 from .speed import speed_cbs, resolve_speed, speed_options
 from .checkpoint import RunLock

@@ -6,7 +6,7 @@ Docs: https://fastai-simclr.github.io/fastai_simclr/utils.html.md"""
 
 # %% ../nbs/00_utils.ipynb #d865106b
 from __future__ import annotations
-import errno, json, math, os, secrets, shutil
+import errno, json, math, os, secrets, shutil, subprocess
 from numbers import Integral, Real
 from pathlib import Path
 import torch
@@ -15,8 +15,8 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['FAULT_ENV', 'TMP_SUFFIX', 'CIFAR_STATS', 'SEED_CIFAR_STATS', 'check_num', 'fault_point', 'OutputError',
            'atomic_write', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_torch_save',
-           'atomic_savefig', 'read_json', 'clean_temps', 'show_path', 'resolve_device', 'device_name', 'seeded_subset',
-           'normalize', 'denormalize']
+           'atomic_savefig', 'read_json', 'clean_temps', 'show_path', 'resolve_device', 'device_name', 'code_version',
+           'seeded_subset', 'normalize', 'denormalize']
 
 # %% ../nbs/00_utils.ipynb #57535392
 def _fmt_range(lo, hi, lo_open, hi_open, integer):
@@ -189,6 +189,20 @@ def device_name(device=None, # A device; default: `resolve_device()`'s
     d = torch.device(device) if device is not None else resolve_device()
     if d.type == 'cuda': return f"cuda: {torch.cuda.get_device_name(d)}"
     return f"cpu: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+# %% ../nbs/00_utils.ipynb #0249c5b8
+def code_version()->dict:
+    "The git commit of the library's checkout and whether its files differ from it (`None`s outside a git checkout)"
+    root = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
+    git = lambda *a: subprocess.run(['git', '-C', str(root), *a], capture_output=True, text=True, timeout=30)
+    try:
+        c = git('rev-parse', 'HEAD')
+        if c.returncode: return {'commit': None, 'dirty': None}
+        top = git('rev-parse', '--show-toplevel').stdout.strip()
+        pkg = Path(top)/'fastai_simclr'
+        s = git('status', '--porcelain', '--', str(pkg if pkg.is_dir() else top))
+        return {'commit': c.stdout.strip(), 'dirty': bool(s.stdout.strip())}
+    except (OSError, subprocess.SubprocessError): return {'commit': None, 'dirty': None}
 
 # %% ../nbs/00_utils.ipynb #b1d38021
 def seeded_subset(n_total:int, # Size of the set to choose from
