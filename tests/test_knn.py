@@ -134,6 +134,6 @@ def test_run_knn_computes_on_the_run_device(tmp_path, monkeypatch):
     g = torch.Generator().manual_seed(0)
     data = CIFARData(torch.randint(0, 256, (120, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(120) % 10,
                      torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(40) % 10, [str(i) for i in range(10)])
-    save_encoder(preset_encoder(p), tmp_path/'enc.pth')
-    r = run_knn(data, p, tmp_path/'run', tmp_path/'enc.pth', device='meta')
+    save_encoder(preset_encoder(p), tmp_path/'enc.safetensors')
+    r = run_knn(data, p, tmp_path/'run', tmp_path/'enc.safetensors', device='meta')
     assert seen == [('meta', 'meta')] * 2 and r['random'] == r['pretrained'] == 0.5
