@@ -278,7 +278,7 @@ def write_report(res:dict, # `summarize`d results of a run
                  out, # The run's folder
                  data=None, # `CIFARData`, for the augmentation figures
                 ):
-    "`results.json`, `report.md` and the PNG plots in `out` (the pictures of the encoder when its file is there), each written atomically"
+    "`results.json`, `report.md` and the PNG plots in `out` (the encoder's pictures drawn when its file is there, kept when drawn before), each written atomically"
     out = Path(out)
     plot_comparison(res, 'accuracy', out/'accuracy.png')
     plot_comparison(res, 'valid_loss', out/'loss.png')
@@ -291,4 +291,5 @@ def write_report(res:dict, # `summarize`d results of a run
     enc = _find_run_encoder(res, out)
     if data is not None and enc is not None: plot_run_pictures(res, out, data, enc)
     atomic_write_json(out/'results.json', res)
-    atomic_write_text(out/'report.md', report_markdown(res, pictures=data is not None and enc is not None))
+    pictures = all((out/f).is_file() for f in ('neighbours.png', 'embedding.png'))   # a committed run keeps them without its encoder
+    atomic_write_text(out/'report.md', report_markdown(res, pictures=pictures))

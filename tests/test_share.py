@@ -20,15 +20,26 @@ RUNS = sorted(f.parent for f in RESULTS.glob('*/results.json'))
 
 def test_there_are_committed_runs(): assert len(RUNS) >= 2
 
+def _has_pictures(run): return all((run/f).is_file() for f in ('neighbours.png', 'embedding.png'))
+
+def test_a_committed_run_shows_what_the_encoder_sees():
+    "At least one committed run holds the nearest-neighbour and embedding-map pictures, and its report shows them"
+    shown = [r for r in RUNS if _has_pictures(r) and '](neighbours.png)' in (r/'report.md').read_text()]
+    assert shown, [r.name for r in RUNS]
+
 @pytest.mark.parametrize('run', RUNS, ids=lambda p: p.name)
 def test_committed_result_regenerates_without_its_encoder(run, tmp_path, cifar):
-    "No encoder file is committed: the report is written again from results.json, says the pictures need the encoder, draws none"
-    out = tmp_path/run.name; shutil.copytree(run, out)
+    "No encoder file is committed: the report is written again from results.json; pictures drawn when the run ended are kept, else it says they need the encoder"
+    out = tmp_path/run.name; shutil.copytree(run, out, ignore=shutil.ignore_patterns('*.safetensors', '*.pth'))
     res = json.loads((out/'results.json').read_text())
     write_report(res, out, cifar)
     md = (out/'report.md').read_text()
-    assert 'pictures need the pre-trained encoder file' in md and '](neighbours.png)' not in md
-    assert not (out/'neighbours.png').exists() and not (out/'embedding.png').exists()
+    if _has_pictures(run):
+        assert '](neighbours.png)' in md and '](embedding.png)' in md and 'pictures need' not in md
+        for f in ('neighbours.png', 'embedding.png'): assert (out/f).read_bytes() == (run/f).read_bytes()   # kept, not redrawn
+    else:
+        assert 'pictures need the pre-trained encoder file' in md and '](neighbours.png)' not in md
+        assert not (out/'neighbours.png').exists() and not (out/'embedding.png').exists()
     assert json.loads((out/'results.json').read_text()) == res
 
 def test_old_run_folder_with_encoder_pth(tmp_path):
