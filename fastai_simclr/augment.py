@@ -136,7 +136,7 @@ def _rgb2hsv(x):
 def _hsv2rgb(x):
     "The closed form of torchvision's six-sector HSV to RGB: channel n in (R,G,B) = (5,3,1) is v - v*s*clamp(min(k, 4-k), 0, 1), k = (n + 6h) mod 6"
     h,s,v = x.unbind(-3)
-    n = torch.tensor([5., 3., 1.], dtype=x.dtype, device=x.device).view(3, 1, 1)
+    n = torch.arange(5., 0., -2., dtype=x.dtype, device=x.device).view(3, 1, 1)   # (5, 3, 1), made on the device: no copy from the host
     k = torch.remainder(n + (h*6.).unsqueeze(-3), 6.)
     return v.unsqueeze(-3) - (v*s).unsqueeze(-3) * torch.minimum(k, 4. - k).clamp(0, 1)
 
@@ -231,7 +231,8 @@ def _rotation_grids(angle:Tensor, h:int, w:int, dtype)->Tensor:
     base[..., 0].copy_(torch.linspace((1. - w) * 0.5, (w - 1.) * 0.5, steps=w, device=dev))
     base[..., 1].copy_(torch.linspace((1. - h) * 0.5, (h - 1.) * 0.5, steps=h, device=dev).unsqueeze_(-1))
     base[..., 2].fill_(1)
-    scaled = theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], dtype=dtype, device=dev)
+    scaled = theta.transpose(1, 2).clone()
+    scaled[..., 0] /= 0.5 * w; scaled[..., 1] /= 0.5 * h   # Python numbers: nothing copied from the host
     return base.view(1, h * w, 3).expand(len(theta), -1, -1).bmm(scaled).view(-1, h, w, 2)
 
 class RandomRotation(RandTransform):

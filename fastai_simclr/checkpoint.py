@@ -1,4 +1,4 @@
-"""Per-epoch checkpoints written atomically, resuming a phase at the right epoch, per-epoch reseeding so that a resumed run matches an uninterrupted one, and a guard against non-finite losses.
+"""Checkpoints written atomically at most once a minute and at the end of a phase, resuming a phase at the right epoch, per-epoch reseeding so that a resumed run matches an uninterrupted one, and a guard against non-finite losses.
 
 Docs: https://fastai-simclr.github.io/fastai_simclr/checkpoint.html.md"""
 
@@ -16,8 +16,9 @@ try: import fcntl
 except ImportError: fcntl = None  # Windows: `RunLock` records its holder but cannot lock
 
 # %% auto #0
-__all__ = ['LOCK_NAME', 'CheckpointError', 'NonFiniteLossError', 'atomic_save', 'load_checkpoint', 'epoch_seed',
-           'ReseedEachEpoch', 'FiniteLossGuard', 'EpochCheckpoint', 'fit_resumable', 'RunLockedError', 'RunLock']
+__all__ = ['CHECKPOINT_EVERY_ENV', 'LOCK_NAME', 'CheckpointError', 'NonFiniteLossError', 'atomic_save', 'load_checkpoint',
+           'epoch_seed', 'ReseedEachEpoch', 'FiniteLossGuard', 'checkpoint_every', 'EpochCheckpoint', 'fit_resumable',
+           'RunLockedError', 'RunLock']
 
 # %% ../nbs/08_checkpoint.ipynb #acdf2c62
 class CheckpointError(RuntimeError):
@@ -91,7 +92,7 @@ class FiniteLossGuard(Callback):
         if self.first is None: return
         i = int(self.first)   # the one synchronisation
         if i >= 0: raise NonFiniteLossError(f"loss is {float(self.bad_loss)} at epoch {self.epoch} (0-based), batch {i}; "
-                                            f"training stopped, the last checkpoint (end of the previous epoch) is kept")
+                                            f"training stopped, the last checkpoint is kept")
 
 # %% ../nbs/08_checkpoint.ipynb #792c7f0d
 def _plain(o):
@@ -101,15 +102,35 @@ def _plain(o):
     if isinstance(o, dict): return {k: _plain(v) for k,v in o.items()}
     return o
 
+CHECKPOINT_EVERY_ENV = 'FASTAI_SIMCLR_CHECKPOINT_EVERY'
+
+def checkpoint_every(every:float|None=None # Seconds; None: `$FASTAI_SIMCLR_CHECKPOINT_EVERY` if set, else 60
+                    )->float:
+    "Seconds between two checkpoints of a phase (0: after every epoch); a `ValueError` for anything but a number >= 0"
+    src = every
+    if every is None:
+        src = os.environ.get(CHECKPOINT_EVERY_ENV, '').strip()
+        if not src: return 60.
+    try: s = float(src)
+    except (TypeError, ValueError): s = float('nan')
+    if isinstance(src, bool) or not s >= 0:
+        raise ValueError(f"the checkpoint interval {'$'+CHECKPOINT_EVERY_ENV+' ' if every is None else ''}must be a number of seconds >= 0, got {src!r}")
+    return s
+
 class EpochCheckpoint(Callback):
-    "After each epoch, save model, optimizer and metric history to `path` atomically"
+    "After an epoch, when `every` seconds have passed since the last save and after the last epoch, save model, optimizer and metric history to `path` atomically"
     order = 65  # after `Recorder` has logged the epoch
+    clock = staticmethod(time.monotonic)   # tests replace it
     def __init__(self, path, # The checkpoint file
                  history=None, # Rows of epochs finished before this fit (when resuming)
                  start_epoch:int=0, # First epoch this fit trains (`fit(..., start_epoch=)`)
                  extra=None, # Anything else to store in the checkpoint (e.g. the configuration)
+                 every:float|None=None, # Seconds between saves (0: every epoch); default `checkpoint_every()`: 60, or `$FASTAI_SIMCLR_CHECKPOINT_EVERY`
                 ):
-        store_attr(); self.path = Path(path); self.history = list(history or [])
+        store_attr('start_epoch,extra'); self.path = Path(path); self.history = list(history or [])
+        self.every = checkpoint_every(every)
+
+    def before_fit(self): self.last_save, self.saved = self.clock(), []
 
     def before_epoch(self): self.t0, self.tot, self.n = time.time(), None, 0
 
@@ -127,6 +148,10 @@ class EpochCheckpoint(Callback):
                'lr': float(self.opt.hypers[-1]['lr']), 'seconds': round(time.time() - self.t0, 3)}
         if self.n: row['train_loss'] = self.tot.item() / self.n   # the epoch's mean, not fastai's smoothed value
         self.history.append(row)
+        now = self.clock()
+        if self.epoch < self.n_epoch - 1 and now - self.last_save < self.every: return   # the phase's last epoch is always saved
+        self.last_save = now
+        self.saved.append(self.epoch)
         if rank_distrib() == 0: # under fastai's distributed training only rank 0 writes
             atomic_save({'model': get_model(self.model).state_dict(), 'opt': _plain(self.opt.state_dict()),
                          'epoch': self.epoch + 1, 'history': self.history, 'extra': self.extra}, self.path)
@@ -139,8 +164,9 @@ def fit_resumable(learn:Learner, # A `Learner` whose model and optimizer are fre
                   seed:int=42, # Per-epoch reseeding (`ReseedEachEpoch`)
                   cbs=None, # More callbacks for this fit
                   extra=None, # Stored in the checkpoint; a resume refuses a checkpoint whose `extra` differs
+                  every:float|None=None, # Seconds between checkpoints (0: every epoch); default `checkpoint_every()`
                  )->list:
-    "`learn.fit(n_epoch)` with a checkpoint per epoch, resuming from `path`; returns the per-epoch history"
+    "`learn.fit(n_epoch)` with a checkpoint at most every `every` seconds and at its end, resuming from `path`; returns the per-epoch history"
     path = Path(path)
     start, history = 0, []
     if path.exists():
@@ -154,7 +180,7 @@ def fit_resumable(learn:Learner, # A `Learner` whose model and optimizer are fre
         learn.opt.load_state_dict(opt)
         start, history = ck['epoch'], ck['history']
     if start < n_epoch:
-        ckpt = EpochCheckpoint(path, history, start, extra)
+        ckpt = EpochCheckpoint(path, history, start, extra, every)
         learn.fit(n_epoch, cbs=[ReseedEachEpoch(seed), FiniteLossGuard(), ckpt, *L(cbs)], start_epoch=start)
         history = ckpt.history
     s = epoch_seed(seed, n_epoch)   # what follows the phase (e.g. a test evaluation with random transforms) draws the same

@@ -122,7 +122,7 @@ def _add_run_args(p, default_preset='quick', default_out='runs/<preset>', distri
     p.add_argument('--set', action='append', metavar='KEY=VALUE', help='any preset setting by its field name, repeatable: '
                    'numbers, none, true/false, comma-separated tuples (e.g. --set jitter=0.4,0.4,0.4,0)')
     p.add_argument('--yes', action='store_true', help='do not ask before a run that will take hours on a CPU')
-    if distributed: p.add_argument('--sync-bn', action='store_true', help='pre-training under accelerate launch/torchrun on several GPUs: SyncBatchNorm (global BN statistics)')
+    if distributed: p.add_argument('--sync-bn', action=argparse.BooleanOptionalAction, help='pre-training under accelerate launch/torchrun on several GPUs: SyncBatchNorm, global BN statistics (default: on there; --no-sync-bn turns it off)')
     _add_preset_options(p)
     _add_speed(p)
 

@@ -238,6 +238,12 @@ class KFoldSplitter:
         return L(trn.tolist()), L(val.tolist())
 
 # %% ../nbs/00_data.ipynb #b34d7662
+def _host_to(t:Tensor, device)->Tensor:
+    "`t` on `device`, copied without making the host wait for the device (from pinned memory, non-blocking, on CUDA)"
+    device = torch.device(device)
+    if t.device == device or device.type == 'cpu': return t.to(device)
+    return (t.pin_memory() if device.type == 'cuda' and t.device.type == 'cpu' else t).to(device, non_blocking=True)
+
 class ArrayDataset:
     "Images (and labels) held as tensors: `ds[i]` is `(TensorImage,)` or `(TensorImage, TensorCategory)`"
     n_inp = 1
@@ -248,7 +254,7 @@ class ArrayDataset:
     def __getitem__(self, i): return tuple(o[0] for o in self.batch([i]))
     def batch(self, idxs):
         "The items at `idxs`, as one batch"
-        idxs = torch.as_tensor(idxs, dtype=torch.long, device=self.x.device)
+        idxs = _host_to(torch.as_tensor(idxs, dtype=torch.long), self.x.device)
         xb = TensorImage(self.x[idxs])
         return (xb,) if self.y is None else (xb, TensorCategory(self.y[idxs]))
     def decode(self, o, full=True):

@@ -18,7 +18,8 @@ except (ImportError, NameError): DistributedDL = DistributedTrainer = None
 
 # %% auto #0
 __all__ = ['group_size', 'AllGatherWithGrad', 'all_gather_with_grad', 'gather_embeddings', 'DistributedGather', 'sync_batchnorm',
-           'DistribSimCLR', 'is_main_process', 'setup_distributed', 'main_process_first', 'end_distributed']
+           'default_sync_bn', 'DistribSimCLR', 'is_main_process', 'setup_distributed', 'main_process_first',
+           'end_distributed']
 
 # %% ../nbs/11_distributed.ipynb #29866e38
 def group_size(group=None # A process group; default: the whole world
@@ -105,6 +106,16 @@ def sync_batchnorm(model:nn.Module # A model with BatchNorm layers
     if not isinstance(model, nn.Module): raise TypeError(f"sync_batchnorm expects an nn.Module, got {type(model).__name__}")
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
+def default_sync_bn(sync_bn:bool|None=None, # True or False: as asked; None: the default
+                    device=None, # Where training runs; default: CUDA where there is a GPU
+                   )->bool:
+    "Whether pre-training converts BatchNorm to `nn.SyncBatchNorm`: as asked, else on when several processes train on CUDA GPUs (SimCLR's global BN)"
+    if sync_bn is not None:
+        if not isinstance(sync_bn, bool): raise ValueError(f"sync_bn must be True, False or None, got {sync_bn!r}")
+        return sync_bn
+    dev = torch.device(device).type if device is not None else 'cuda'
+    return num_distrib() > 1 and dev == 'cuda' and torch.cuda.is_available()
+
 def _check_sync_bn(sync_bn):
     if sync_bn and not torch.cuda.is_available():
         raise ValueError("sync_bn needs GPUs: torch implements SyncBatchNorm on CUDA (and XPU) only; train without it on the CPU")
@@ -128,11 +139,12 @@ class DistribSimCLR(Callback):
 @patch
 @contextmanager
 def simclr_distrib_ctx(self:Learner,
-                       sync_bn:bool=False, # Convert BatchNorm to `nn.SyncBatchNorm` (SimCLR's global BN; GPUs only)
+                       sync_bn:bool|None=None, # Convert BatchNorm to `nn.SyncBatchNorm` (SimCLR's global BN; GPUs only); None: `default_sync_bn`, on for several GPUs
                        **kwargs # Passed to `Learner.distrib_ctx` (and on to `accelerate.Accelerator`)
                       ):
     "`learn.distrib_ctx` for SimCLR: negatives gathered from every process, loss averaged over processes; nothing changes in one process"
     if num_distrib() <= 1: yield self; return
+    sync_bn = default_sync_bn(sync_bn, getattr(self.dls, 'device', None))
     _need_accelerate(); _check_sync_bn(sync_bn)
     cbs = [cb for cb in self.cbs if isinstance(cb, SimCLRCallback)]
     if not cbs: raise ValueError("simclr_distrib_ctx needs a learner with a SimCLRCallback (see `pretrain_learner`)")

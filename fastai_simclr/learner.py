@@ -19,6 +19,7 @@ from fastai.vision.core import imagenet_stats
 from .model import create_simclr_model, create_classifier, classifier_splitter, load_encoder, encoder_info, build_encoder
 from .loss import NTXentLoss
 from .callback import SimCLRCallback
+from .speed import CudnnBenchmark
 
 # %% auto #0
 __all__ = ['image_folder_dls', 'create_encoder', 'simclr_learner', 'classifier_learner']
@@ -69,7 +70,7 @@ def simclr_learner(dls, # DataLoaders of images (labels, if any, are not used)
     if cifar_stem is None: cifar_stem = isinstance(arch, str) and max(_image_size(dls)) <= 64
     model = create_simclr_model(create_encoder(arch, cifar_stem, pretrained), n_hidden, n_out)
     cb = SimCLRCallback(augs=augs, views=views)
-    return Learner(dls, model, loss_func=loss_func or NTXentLoss(), opt_func=opt_func, lr=lr, cbs=[cb, *L(cbs)], **kwargs)
+    return Learner(dls, model, loss_func=loss_func or NTXentLoss(), opt_func=opt_func, lr=lr, cbs=[cb, CudnnBenchmark(), *L(cbs)], **kwargs)
 
 # %% ../nbs/04a_learner.ipynb #c4e728c9
 def classifier_learner(dls, # Labeled DataLoaders (`dls.c` classes)
@@ -91,4 +92,4 @@ def classifier_learner(dls, # Labeled DataLoaders (`dls.c` classes)
     n_out = n_out or getattr(dls, 'c', None)
     if not n_out: raise ValueError("the DataLoaders have no classes (`dls.c`): pass n_out")
     return Learner(dls, create_classifier(encoder, n_out), loss_func=CrossEntropyLossFlat(), opt_func=opt_func,
-                   metrics=metrics, splitter=classifier_splitter, **kwargs)
+                   metrics=metrics, splitter=classifier_splitter, cbs=[CudnnBenchmark(), *L(kwargs.pop('cbs', None))], **kwargs)

@@ -11,7 +11,7 @@ import torch
 from fastai.optimizer import OptimWrapper
 
 # %% auto #0
-__all__ = ['TorchAdam']
+__all__ = ['FUSED_DEVICES', 'TorchAdam']
 
 # %% ../nbs/06_optim.ipynb #2bf4f36e
 def _check_range(name, v, lo, hi=None, lo_open=False):
@@ -22,18 +22,42 @@ def _check_range(name, v, lo, hi=None, lo_open=False):
     return float(v)
 
 # %% ../nbs/06_optim.ipynb #bd4e4fae
+FUSED_DEVICES = ('cuda',) # Device types where `TorchAdam(fused=None)` steps with PyTorch's fused kernel
+
+def _fuse_where_supported(opt, args, kwargs):
+    "Step pre-hook: groups left `fused=None` whose parameters are all floating point on a `FUSED_DEVICES` device use the fused kernel for this step"
+    opt._auto_fused = []
+    for g in opt.param_groups:
+        if g.get('fused') is not None or g.get('foreach') or g.get('differentiable'): continue
+        ps = g['params']
+        if not ps or not all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in ps): continue
+        for p in ps:   # the fused kernel keeps its step counter on the device (a checkpoint from another device holds it on the CPU)
+            st = opt.state.get(p)
+            if st and torch.is_tensor(st.get('step')) and st['step'].device != p.device: st['step'] = st['step'].to(p.device, torch.float32)
+        g['fused'] = True; opt._auto_fused.append(g)
+
+def _unfuse(opt, args, kwargs):
+    "Step post-hook: back to `fused=None`, so the choice follows the device and checkpoints do not record it"
+    for g in getattr(opt, '_auto_fused', []): g['fused'] = None
+    opt._auto_fused = []
+
 def TorchAdam(params,                # Parameters or parameter groups (as a fastai `splitter` returns them)
               lr:float=1e-3,         # Learning rate (`Learner` passes its `lr`; schedules change it)
               betas:tuple=(0.9,0.999), # Coefficients of the running averages of the gradient and its square
               eps:float=1e-8,        # Added to the denominator
               wd:float=0.,           # Weight decay, as PyTorch's L2 term added to the gradient (`Learner(wd=...)` sets it)
               decouple_wd:bool=False,# Decoupled weight decay instead, i.e. `torch.optim.AdamW`
-              **kwargs,              # Passed to the PyTorch optimizer (`amsgrad`, `foreach`, `fused`, ...)
+              fused:bool|None=None,  # PyTorch's fused kernel; None: for `Adam`, at each step, where all of a group's parameters are on a `FUSED_DEVICES` device (CUDA)
+              **kwargs,              # Passed to the PyTorch optimizer (`amsgrad`, `foreach`, ...)
              )->OptimWrapper:
-    "A fastai `opt_func`: `torch.optim.Adam` (or `AdamW` if `decouple_wd`) wrapped in an `OptimWrapper`"
+    "A fastai `opt_func`: `torch.optim.Adam` (fused on CUDA) or `AdamW` if `decouple_wd`, wrapped in an `OptimWrapper`"
     lr,eps,wd = _check_range('lr', lr, 0),_check_range('eps', eps, 0),_check_range('wd', wd, 0)
     if not hasattr(betas, '__len__') or len(betas) != 2: raise ValueError(f"`betas` must be a pair of numbers, got {betas!r}")
     betas = tuple(_check_range(f'betas[{i}]', b, 0, 1) for i,b in enumerate(betas))
     if 'weight_decay' in kwargs: raise ValueError("pass weight decay as `wd`, not `weight_decay`")
+    if fused is not None and not isinstance(fused, bool): raise ValueError(f"`fused` must be True, False or None, got {fused!r}")
     opt = torch.optim.AdamW if decouple_wd else torch.optim.Adam
-    return OptimWrapper(params, opt, lr=lr, betas=betas, eps=eps, weight_decay=wd, **kwargs)
+    w = OptimWrapper(params, opt, lr=lr, betas=betas, eps=eps, weight_decay=wd, fused=fused, **kwargs)
+    # AdamW keeps PyTorch's default kernel: its fused CPU kernel (torch 2.14) does not give AdamW's result, so it is untested here
+    if fused is None and not decouple_wd: w.opt.register_step_pre_hook(_fuse_where_supported); w.opt.register_step_post_hook(_unfuse)
+    return w

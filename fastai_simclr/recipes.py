@@ -30,7 +30,7 @@ from .optim import TorchAdam
 from .checkpoint import fit_resumable
 from .knn import knn_eval
 from .share import write_model_card
-from .distributed import is_main_process   # also adds `Learner.simclr_distrib_ctx`, used by `run_pretrain`
+from .distributed import is_main_process, default_sync_bn   # also adds `Learner.simclr_distrib_ctx`, used by `run_pretrain`
 
 # %% auto #0
 __all__ = ['PRESET_LIMITS', 'TUPLE_LIMITS', 'PRESETS', 'SALTS', 'Preset', 'PresetField', 'preset_fields', 'parse_setting',
@@ -349,6 +349,11 @@ def preset_train_augs(p:Preset)->list:
     return cifar_train_augs(padding=p.sup_padding, jitter=p.sup_jitter, max_deg=p.sup_max_deg, rotation=p.sup_rotation)
 
 # %% ../nbs/09_recipes.ipynb #14aac215
+def _benchmark():
+    "`speed.CudnnBenchmark()` (imported here: `speed` imports this module)"
+    from fastai_simclr.speed import CudnnBenchmark
+    return CudnnBenchmark()
+
 def pretrain_learner(dls:DataLoaders, # From `unlabeled_dls`
                      p:Preset=PRESETS['seed'], # Settings
                      seed:int=42, # Fixes the initialization
@@ -360,7 +365,7 @@ def pretrain_learner(dls:DataLoaders, # From `unlabeled_dls`
     model = create_simclr_model(preset_encoder(p, seed) if encoder is None else encoder, n_hidden=p.head_hidden, n_out=p.head_out)
     cb = SimCLRCallback(augs=preset_simclr_augs(p), views=p.views)
     return Learner(dls, model, loss_func=NTXentLoss(p.temperature, gather), opt_func=TorchAdam, lr=p.pretrain_lr, wd=p.pretrain_wd,
-                   cbs=[cb, StepLR(p.pretrain_lr, p.pretrain_step, p.pretrain_gamma), *L(cbs)], **kwargs)
+                   cbs=[cb, StepLR(p.pretrain_lr, p.pretrain_step, p.pretrain_gamma), _benchmark(), *L(cbs)], **kwargs)
 
 # %% ../nbs/09_recipes.ipynb #2513a01a
 def _classifier_learner(dls:DataLoaders, # From `fold_dls`
@@ -375,7 +380,7 @@ def _classifier_learner(dls:DataLoaders, # From `fold_dls`
     model = create_classifier(enc, n_out=dls.c)
     return Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=TorchAdam, lr=p.lr, wd=p.wd,
                    metrics=accuracy, splitter=classifier_splitter,
-                   cbs=[ExpDecayLR(p.lr, p.gamma, p.gamma_after, p.switch_epoch), *L(cbs)], **kwargs)
+                   cbs=[ExpDecayLR(p.lr, p.gamma, p.gamma_after, p.switch_epoch), _benchmark(), *L(cbs)], **kwargs)
 
 def baseline_learner(dls:DataLoaders, # From `fold_dls`
                      p:Preset=PRESETS['seed'], # Settings
@@ -463,13 +468,14 @@ def run_pretrain(data:CIFARData, # From `load_cifar10`
                  cbs=None, # More callbacks (speed, progress)
                  gather=None, # All-gather for distributed NT-Xent
                  dls=None, # DataLoaders to use instead of the preset's
-                 sync_bn:bool=False, # SyncBatchNorm under a distributed launch
+                 sync_bn:bool|None=None, # SyncBatchNorm under a distributed launch; None: on for several GPUs (`default_sync_bn`)
                  encoder=None, # The encoder to pre-train; default the preset's
                  data_text:str|None=None, # The images, in words, for the model card (default: the CIFAR-10 subset's)
                  log=print, # Told where the model card went when a README.md there is the user's
                 )->dict:
     "Pre-train with SimCLR into `out/pretrain/` (resuming), save the encoder and its model card, return the phase's result; on every process of a distributed launch"
     d = Path(out)/'pretrain'
+    sync_bn = default_sync_bn(sync_bn, device)
     if (r := read_result(d)) is not None: return r
     t0, dls_given = time.time(), dls is not None
     if dls is None: dls = unlabeled_dls(subset_data(data, pretrain_indices(data, p, seed)), bs=p.pretrain_bs, valid_n=p.pretrain_valid_n, seed=seed,

@@ -17,7 +17,7 @@ from .model import load_encoder, encoder_info
 from .recipes import (Preset, get_preset, preset_encoder, check_data, check_seed, labeled_indices, pretrain_indices, test_indices,
                                    run_pretrain, run_fold, run_knn, run_probe)
 from .report import summarize, write_report
-from .distributed import is_main_process, main_process_first, end_distributed
+from .distributed import is_main_process, main_process_first, end_distributed, default_sync_bn
 from .speed import speed_cbs, resolve_speed, speed_options
 from .checkpoint import RunLock
 from .learner import image_folder_dls, create_encoder
@@ -155,7 +155,7 @@ def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
               device=None, # Default: fastai's `default_device()`
               log=print, # Where the one-line progress reports go
               command:str=None, # Recorded in the report
-              sync_bn:bool=False, # SyncBatchNorm in pre-training, when launched on several GPUs
+              sync_bn:bool|None=None, # SyncBatchNorm in pre-training when launched on several GPUs; None: on there (`default_sync_bn`)
               speed:dict=None, # Speed options of every phase, `speed_cbs` arguments: bf16, channels_last, compile (default: the device's)
               pretrain_only:bool=False, # Stop after the pre-training (`fastai-simclr pretrain`)
              )->dict:
@@ -164,6 +164,7 @@ def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
     p = get_preset(preset) if isinstance(preset, str) else preset.validate()
     seed = check_seed(seed)
     device = resolve_device(device)
+    sync_bn = default_sync_bn(sync_bn, device)   # recorded as it is used: off in one process
     speed = resolve_speed(**(speed or {}), device=device)
     spd = speed_options(speed)
     data_path = data.path if isinstance(data, CIFARData) else cifar10_path(data)

@@ -15,9 +15,9 @@ from fastai.basics import Callback, default_device
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 
 # %% auto #0
-__all__ = ['SPEED_OPTIONS', 'BF16', 'ToChannelsLast', 'CompileModel', 'bf16_native', 'cpu_kind', 'bf16_skip_reason',
-           'resolve_speed', 'speed_options', 'speed_label', 'speed_cbs', 'bf16_parity', 'format_parity',
-           'bf16_grad_check', 'format_grad_check']
+__all__ = ['SPEED_OPTIONS', 'BF16', 'ToChannelsLast', 'CompileModel', 'CudnnBenchmark', 'bf16_native', 'cpu_kind',
+           'bf16_skip_reason', 'resolve_speed', 'speed_options', 'speed_label', 'speed_cbs', 'bf16_parity',
+           'format_parity', 'bf16_grad_check', 'format_grad_check']
 
 # %% ../nbs/13_speed.ipynb #34915e5d
 def _device_type(device=None)->str:
@@ -50,6 +50,18 @@ class CompileModel(Callback):
     def before_fit(self):
         m = self.learn.model
         if getattr(m, '_compiled_call_impl', None) is None: m.compile(**self.kwargs)
+
+# %% ../nbs/13_speed.ipynb #e197166a
+class CudnnBenchmark(Callback):
+    "`torch.backends.cudnn.benchmark` on while a fit trains on CUDA (fixed shapes: cuDNN times its kernels once and keeps the fastest), restored after"
+    order = -20
+    def before_fit(self):
+        self.old = None
+        if _device_type(getattr(self.dls, 'device', None)) != 'cuda': return
+        self.old, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
+    def after_fit(self):
+        if self.old is not None: torch.backends.cudnn.benchmark, self.old = self.old, None
+    def after_cancel_fit(self): self.after_fit()
 
 # %% ../nbs/13_speed.ipynb #207167ce
 def bf16_native(device=None, # A device or its type; default: fastai's `default_device()`

@@ -4,6 +4,10 @@ from pathlib import Path
 import pytest
 from fastai_simclr.data import load_cifar10, cifar10_path
 
+# a checkpoint after every epoch (the library's default is at most one a minute): the fault tests kill a run after its
+# k-th checkpoint ('checkpoint.saved:k'), in this process and in the CLI runs it starts, which inherit this
+os.environ['FASTAI_SIMCLR_CHECKPOINT_EVERY'] = '0'
+
 @pytest.fixture(scope='session')
 def cifar_path():
     "The real CIFAR-10 folder"

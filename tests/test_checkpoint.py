@@ -249,3 +249,20 @@ def test_temp_of_a_dead_writer_is_removed(two_folders, tmp_path):
     for f in (stale, live): f.write_bytes(b'half')
     load_cifar10(a, cache_dir=cache, verbose=False)
     assert not stale.exists() and live.exists()                # a live writer's file is left alone
+
+
+# ---------------------------------------------------------------- checkpoints by wall time
+
+def test_library_default_saves_by_wall_time(tmp_path, monkeypatch):
+    "Without `$FASTAI_SIMCLR_CHECKPOINT_EVERY` (the tests set 0), a phase of fast epochs is saved once, after its last epoch"
+    import fastai_simclr.checkpoint as ck
+    monkeypatch.delenv('FASTAI_SIMCLR_CHECKPOINT_EVERY')
+    saves = []
+    monkeypatch.setattr(ck, 'atomic_save', lambda obj, path: saves.append(obj['epoch']))
+    hist = fit_resumable(_synth(), 4, tmp_path/'c.pth', seed=1)
+    assert saves == [4] and len(hist) == 4
+
+def test_bad_interval_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv('FASTAI_SIMCLR_CHECKPOINT_EVERY', '-5')
+    with pytest.raises(ValueError, match=r"^the checkpoint interval \$FASTAI_SIMCLR_CHECKPOINT_EVERY must be a number of seconds >= 0, got '-5'$"):
+        fit_resumable(_synth(), 2, tmp_path/'c.pth')

@@ -96,3 +96,22 @@ def test_corrupt_config_named(capsys, tmp_path):
     out = tmp_path/'run'; out.mkdir(); (out/'config.json').write_text('{"pres')
     rc, _, se = run(capsys, 'reproduce', '--preset', 'smoke', '--device', 'cpu', '--out', str(out))
     assert rc == 2 and 'config.json' in se and 'not readable JSON' in se
+
+
+@pytest.mark.parametrize('cmd', ['reproduce', 'pretrain'])
+def test_sync_bn_flag_default_and_off(cmd):
+    "`--sync-bn` / `--no-sync-bn`; without either the default (`default_sync_bn`: on for several GPUs) decides"
+    p = make_parser()
+    assert p.parse_args([cmd]).sync_bn is None
+    assert p.parse_args([cmd, '--sync-bn']).sync_bn is True
+    assert p.parse_args([cmd, '--no-sync-bn']).sync_bn is False
+
+def test_reproduce_records_sync_bn_off_in_one_process(tmp_path, monkeypatch):
+    "In one process the default records `sync_bn: false`, as runs made before the default existed did (so they resume)"
+    import fastai_simclr.reproduce as R
+    monkeypatch.setattr('torch.cuda.is_available', lambda: True)   # even where there are GPUs
+    seen = {}
+    def stop(p, seed, encoder, spd, fp, sync_bn): seen['sync_bn'] = sync_bn; raise SystemExit
+    monkeypatch.setattr(R, 'run_config', stop)
+    with pytest.raises(SystemExit): R.reproduce('smoke', out=tmp_path/'o', device='cpu')
+    assert seen == {'sync_bn': False}

@@ -113,3 +113,74 @@ def test_hyper_names_map_to_torch():
     ({'weight_decay': 1e-6}, 'wd'), ({'lr': 'a'}, 'lr')])
 def test_bad_args(kw, word):
     with pytest.raises(ValueError, match=word): TorchAdam(tiny_model().parameters(), **kw)
+
+
+# ---------------------------------------------------------------- the fused kernel (the default on CUDA)
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    "Every call of PyTorch's fused Adam kernel, counted"
+    import torch.optim.adam as A
+    calls, f = [], A._fused_adam
+    def counted(*a, **k): calls.append(len(a[0])); return f(*a, **k)
+    monkeypatch.setattr(A, '_fused_adam', counted)
+    return calls
+
+def fused_on_cpu(monkeypatch):
+    "Make `TorchAdam(fused=None)` choose the fused kernel on the CPU, as it does on CUDA"
+    import fastai_simclr.optim as O
+    monkeypatch.setattr(O, 'FUSED_DEVICES', ('cpu',))
+
+SCHED = ExpDecayLR(lr=1e-2, gamma=0.9, gamma_after=0.5, switch_epoch=2)
+
+@pytest.mark.parametrize('groups', [False, True])
+def test_fused_default_matches_torch_adam(monkeypatch, fused_calls, groups):
+    "Where `fused=None` picks the fused kernel (CUDA; here the CPU), 5 epochs with wd, a schedule and one or two groups end as torch.optim.Adam's"
+    fused_on_cpu(monkeypatch)
+    learn = mk_learner(wd=1e-2, splitter=split2) if groups else mk_learner(wd=1e-2)
+    learn.fit(5, cbs=SCHED)
+    assert len(fused_calls) == 5 * (N // BS) * (2 if groups else 1)   # every step of every group
+    assert_params_close(learn.model, torch_loop(5, SCHED.lr_at, 1e-2, groups=groups), tol=1e-5)
+    assert all(pg['fused'] is None for pg in learn.opt.opt.param_groups)   # not recorded: the choice follows the device
+    assert all(pg['fused'] is None for pg in learn.opt.state_dict()['param_groups'])
+
+def test_fused_default_is_off_on_the_cpu(fused_calls):
+    "On the CPU `fused=None` keeps PyTorch's default kernel: the fused one is never called and the result is torch.optim.Adam's to the bit"
+    learn = mk_learner(wd=1e-2); learn.fit(2, cbs=SCHED)
+    assert fused_calls == []
+    for p, q in zip(learn.model.parameters(), torch_loop(2, SCHED.lr_at, 1e-2).parameters()): assert torch.equal(p, q)
+
+@pytest.mark.parametrize('kw', [dict(fused=True), dict(foreach=True)])
+def test_fused_and_foreach_match_torch_adam(fused_calls, kw):
+    from functools import partial
+    learn = Learner(synth_vector_dls(XS, YS, BS), tiny_model(), loss_func=nn.CrossEntropyLoss(), opt_func=partial(TorchAdam, **kw),
+                    wd=1e-2, splitter=split2)
+    learn.fit(3, cbs=SCHED)
+    assert len(fused_calls) == (3 * (N // BS) * 2 if kw.get('fused') else 0)
+    assert_params_close(learn.model, torch_loop(3, SCHED.lr_at, 1e-2, groups=True), tol=1e-5)
+
+def test_decoupled_keeps_the_default_kernel(monkeypatch, fused_calls):
+    "AdamW's fused CPU kernel does not give AdamW's result (torch 2.14), so `decouple_wd` never picks it: the result is AdamW's to the bit"
+    fused_on_cpu(monkeypatch)
+    from functools import partial
+    learn = Learner(synth_vector_dls(XS, YS, BS), tiny_model(), loss_func=nn.CrossEntropyLoss(), opt_func=partial(TorchAdam, decouple_wd=True), wd=1e-1)
+    learn.fit(2, lr=1e-2)
+    m = tiny_model(); m.train(); opt = torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=1e-1)
+    for _ in range(2):
+        for i in range(0, N, BS):
+            nn.functional.cross_entropy(m(XS[i:i+BS]), YS[i:i+BS]).backward(); opt.step(); opt.zero_grad()
+    assert fused_calls == [] and type(learn.opt.opt) is torch.optim.AdamW
+    for p, q in zip(learn.model.parameters(), m.parameters()): assert torch.equal(p, q)
+
+def test_fused_state_resumes_unfused(monkeypatch, tmp_path):
+    "A fused run's optimizer state loads into a run without it (another device), which goes on as torch.optim.Adam would"
+    fused_on_cpu(monkeypatch)
+    a = mk_learner(path=tmp_path, wd=1e-2); a.fit(1, lr=1e-2); a.save('a')
+    monkeypatch.setattr('fastai_simclr.optim.FUSED_DEVICES', ('cuda',))
+    b = mk_learner(path=tmp_path, wd=1e-2); b.create_opt(); b.load('a')
+    b.fit(1, lr=1e-2)
+    m = torch_loop(2, lambda e: 1e-2, 1e-2)
+    assert_params_close(b.model, m, tol=1e-5)
+
+def test_fused_must_be_a_bool_or_none():
+    with pytest.raises(ValueError, match='`fused` must be True, False or None'): TorchAdam(tiny_model().parameters(), fused='yes')
