@@ -173,6 +173,8 @@ def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
     budget_s = None if budget is None else parse_duration(budget)
     if budget_s is not None and num_distrib() > 1: raise ValueError("--budget sizes a run in one process; launch it without accelerate or torchrun")
     if budget_s is not None and encoder is not None: raise ValueError("--budget sizes a run that pre-trains; give it without --encoder")
+    if budget_s is not None and budget_s < 2 * MEASURE_SECONDS:
+        raise ValueError(f"a budget of {format_duration(budget_s)} is shorter than the measurement of this machine (about {MEASURE_SECONDS} s) and a run; give --budget 5m or more")
     seed = check_seed(seed)
     device = resolve_device(device)
     speed = resolve_speed(**(speed or {}), device=device)
