@@ -53,7 +53,7 @@ PROBE_FIT_SECONDS = 0.005 # Seconds per labeled image of a linear-probe fit (sci
 class _StepClock(Callback):
     "Times each training step; cancels the fit after `warmup` + `max_steps` steps, or once `seconds` have passed with `min_steps` timed"
     order = 100
-    def __init__(self, seconds:float, warmup:int=1, min_steps:int=2, max_steps:int=8): store_attr(); self.times = []
+    def __init__(self, seconds:float, warmup:int=2, min_steps:int=2, max_steps:int=8): store_attr(); self.times = []   # bf16 on a CPU: the 2nd step still sets up kernels
     def _now(self):
         if self.dls.device.type == 'cuda': torch.cuda.synchronize(self.dls.device)
         return time.perf_counter()
