@@ -193,7 +193,8 @@ def plan_budget(base:Preset, # The recipe to size: a preset's settings
     if pick is None:
         need = format_duration(math.ceil(min_budget(base, speeds, n_train, n_test, spent_s, pretrain_only) / 60) * 60)
         raise ValueError(f"a budget of {format_duration(budget_s)} is below the smallest meaningful run of the {base.name} recipe, which needs "
-                         f"about {need} on this machine ({speeds['device']}, {speeds['speed']}); give --budget {need} or more")
+                         f"about {need} on this machine ({speeds['device']}, {speeds['speed']}: {speeds['pretrain']:,.0f} pre-training views/s measured); "
+                         f"give --budget {need} or more")
     t, p = pick
     n, lab = p.pretrain_n or n_train, round(p.frac * n_train)
     p = p.replace(name=f"{base.name}-{format_duration(budget_s)}", description=
