@@ -97,7 +97,7 @@ rc=0
 # stop before the machine's limit, so that the files of every finished phase are copied
 timeout --signal=TERM --kill-after=10 $(( LIMIT_S - $(elapsed) > 30 ? LIMIT_S - $(elapsed) : 30 )) \
   "$PY" -m fastai_simclr.cli reproduce "${SIZE[@]}" --device "$DEVICE" --out "$RUN" --yes "${SPEED[@]}" || rc=$?
-grep -a '^\[plan\]' "$LOG" > "$RUN_ROOT/plan.txt" || true
+{ echo "time plan: ${SIZE[*]} ($left s left of LIMIT_S after the preflight and the benchmark)"; grep -a '^\[plan\]' "$LOG" || true; } > "$RUN_ROOT/plan.txt"
 t_end=$(date +%s)
 status=finished; [ $rc = 124 ] || [ $rc = 137 ] && status="cut at the time limit (partial results)"; [ $rc != 0 ] && [ "$status" = finished ] && status="failed ($rc)"
 printf 'device %s, %s: %s\npreflight and benchmark %ss, reproduce %ss, total %ss\n' "$DEVICE" "${SIZE[*]}" "$status" \
