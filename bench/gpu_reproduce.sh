@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The one command for a lent GPU machine (bare image, no registry, 10 minutes a command): install fastai from the carried
 # wheels, find CIFAR-10 in the carried folder, a preflight (the smoke preset on the device, then the measured throughput and
-# the time plan), then the largest run that fits the time left: the seed recipe, else gpu10min. results.json and report.md are
+# `--budget`), then the seed recipe sized by `--budget` to the time left (or PRESET as it is). results.json and report.md are
 # written after every phase and copied to $OUT as the run goes, so a run cut at the limit still returns what finished.
 #
 #   bash bench/gpu_bundle.sh                              # first, on a development machine: the wheels and CIFAR-10 into bundle/
 #   bash bench/gpu_reproduce.sh                           # on the device, with carry ["bundle"] (README: Run on a GPU)
 #   DEVICE=cpu PRESET=smoke OUT=/tmp/o bash bench/gpu_reproduce.sh   # the same script on a CPU (bench/gpu_dryrun.sh: from the bundle only)
 #
-# Environment: DEVICE (cuda), PRESET (auto: seed if it fits the time left, else gpu10min), OUT (a folder for at most 8 summary
+# Environment: DEVICE (cuda), PRESET (default: the seed recipe sized by --budget to the time left), OUT (a folder for at most 8 summary
 # files: results.json, report.md, accuracy.png, pretrain_loss.png, bench.json, plan.txt, timing.txt, log.txt; default none),
 # RUN_ROOT (runs/gpu: the run folders, checkpoints included), LIMIT_S (570: the seconds this command may take in all),
 # MARGIN_S (45), PREFLIGHT (1), BENCH_BS (256), BENCH_STEPS (50), BENCH_WARMUP (10), SKIP_INSTALL=1, COMPILE=1 (torch.compile),
@@ -86,36 +86,26 @@ fi
   --only ours,plain --no-defaults --json "$RUN_ROOT/bench.json" "${SPEED[@]}"
 t_pre=$(date +%s)
 
-# the time plan: the seed recipe if the measured throughput fits it into what is left of LIMIT_S, else gpu10min
+# the run: with PRESET, that fixed preset; else the seed recipe sized by --budget to what is left of LIMIT_S (the plan goes to plan.txt)
 left=$(( LIMIT_S - (t_pre - t0) - MARGIN_S ))
-PLAN=$("$PY" - "$RUN_ROOT/bench.json" "$left" "${PRESET:-}" "$RUN_ROOT/plan.txt" <<'PYEOF'
-import json, sys
-from fastai_simclr.bench import fit_preset
-vps, left, forced = json.load(open(sys.argv[1]))['ours']['views_per_s'], float(sys.argv[2]), sys.argv[3]
-name, est = fit_preset(vps, max(left, 1.))
-name = forced or name
-line = (f"time plan: {vps:,.0f} views/s measured; {left:.0f}s left for the run: " + ', '.join(f"{k} ~{v:.0f}s" for k,v in est.items())
-        + f" -> {name}" + (' (PRESET)' if forced else '' if est[name] <= left else ' (does not fit: the phases that finish are returned)'))
-print(line, file=sys.stderr); open(sys.argv[4], 'w').write(line + '\n')
-print(name)
-PYEOF
-)
-PRESET="$PLAN"
-RUN="$RUN_ROOT/$PRESET-${DEVICE%%:*}"
-echo "gpu_reproduce: preset $PRESET -> $RUN"
+if [ -n "${PRESET:-}" ]; then SIZE=(--preset "$PRESET"); NAME="$PRESET"
+else SIZE=(--preset seed --budget "$(( left > 60 ? left : 60 ))s"); NAME="seed-budget"; fi
+RUN="$RUN_ROOT/$NAME-${DEVICE%%:*}"
+echo "gpu_reproduce: ${SIZE[*]} -> $RUN ($left s left)"
 [ -n "$OUT_DIR" ] && { ( while sleep 10; do collect; done ) & COPIER=$!; }
 rc=0
 # stop before the machine's limit, so that the files of every finished phase are copied
 timeout --signal=TERM --kill-after=10 $(( LIMIT_S - $(elapsed) > 30 ? LIMIT_S - $(elapsed) : 30 )) \
-  "$PY" -m fastai_simclr.cli reproduce --preset "$PRESET" --device "$DEVICE" --out "$RUN" --yes "${SPEED[@]}" || rc=$?
+  "$PY" -m fastai_simclr.cli reproduce "${SIZE[@]}" --device "$DEVICE" --out "$RUN" --yes "${SPEED[@]}" || rc=$?
+{ echo "time plan: ${SIZE[*]} ($left s left of LIMIT_S after the preflight and the benchmark)"; grep -a '^\[plan\]' "$LOG" || true; } > "$RUN_ROOT/plan.txt"
 t_end=$(date +%s)
 status=finished; [ $rc = 124 ] || [ $rc = 137 ] && status="cut at the time limit (partial results)"; [ $rc != 0 ] && [ "$status" = finished ] && status="failed ($rc)"
-printf 'device %s, preset %s: %s\npreflight and benchmark %ss, reproduce %ss, total %ss\n' "$DEVICE" "$PRESET" "$status" \
+printf 'device %s, %s: %s\npreflight and benchmark %ss, reproduce %ss, total %ss\n' "$DEVICE" "${SIZE[*]}" "$status" \
   $((t_pre-t0)) $((t_end-t_pre)) $((t_end-t0)) | tee "$RUN_ROOT/timing.txt"
 cp -f "$RUN_ROOT/bench.json" "$RUN/bench.json" 2>/dev/null || true
 
 if [ "${SWEEP:-0}" = 1 ] && [ $rc = 0 ]; then
-  "$PY" -m fastai_simclr.cli sweep --preset "$PRESET" --device "$DEVICE" --encoder "$RUN" --out "$RUN-sweep" \
+  "$PY" -m fastai_simclr.cli sweep --preset "${PRESET:-seed}" --device "$DEVICE" --encoder "$RUN" --out "$RUN-sweep" \
     --fracs "${SWEEP_FRACS:-0.01,0.05,0.1,0.3,1}" --max-fold-labels "${SWEEP_FOLD_LABELS:-60000}" --yes "${SPEED[@]}"
 fi
 exit $rc

@@ -21,6 +21,7 @@ from .knn import *
 from .share import *
 from .checkpoint import *
 from .recipes import *
+from .budget import *
 from .reproduce import *
 from .report import *
 from .sweep import *
@@ -29,6 +30,6 @@ from .speed import *
 
 # %% ../nbs/21_all.ipynb #15caf633
 import importlib
-_MODULES = ['utils', 'data', 'model', 'loss', 'augment', 'callback', 'learner', 'schedules', 'optim', 'knn', 'share', 'checkpoint', 'recipes', 'reproduce', 'report', 'sweep', 'distributed', 'speed']
+_MODULES = ['utils', 'data', 'model', 'loss', 'augment', 'callback', 'learner', 'schedules', 'optim', 'knn', 'share', 'checkpoint', 'recipes', 'budget', 'reproduce', 'report', 'sweep', 'distributed', 'speed']
 # the union of the modules' public names (nbdev would otherwise leave this module's `__all__` empty)
 __all__ = [n for m in _MODULES for n in importlib.import_module(f'fastai_simclr.{m}').__all__]

@@ -23,7 +23,7 @@ from .recipes import pretrain_learner, get_preset, PRESETS
 
 # %% auto #0
 __all__ = ['PARTS', 'StepTimer', 'time_learner', 'bench_ours', 'bench_plain', 'peer_script', 'bench_peer', 'format_results',
-           'machine', 'run_bench', 'fit_preset']
+           'machine', 'run_bench']
 
 # %% ../nbs/12_bench.ipynb #911f161d
 PARTS = ('data', 'augment', 'forward', 'loss', 'backward_step', 'other')
@@ -293,14 +293,3 @@ def run_bench(data=None, # CIFAR-10 folder or a `CIFARData` (default: `$FASTAI_S
         d = {k: res.pop(f'{k}_defaults') if f'{k}_defaults' in res else dict(res[k], same_as=k) for k in ('ours', 'peer') if k in which}
         res['defaults'] = dict(d, ours_over_peer=ratio(d.get('ours'), d.get('peer')))
     return res
-
-# %% ../nbs/12_bench.ipynb #62832993
-def fit_preset(views_per_s:float, # Pre-training throughput, e.g. `run_bench(...)['ours']['views_per_s']`
-               budget_s:float=600, # Seconds the whole experiment may take
-               candidates=('seed', 'gpu10min'), # Presets in order of preference
-               overhead:float=1.15, # Factor for what `image_passes` leaves out: validation, k-NN, test evaluations
-              )->tuple: # (preset name, estimated seconds of each candidate)
-    "The first of `candidates` whose estimated time fits `budget_s` at `views_per_s`, else the last"
-    if not views_per_s > 0: raise ValueError(f"views_per_s must be > 0, got {views_per_s}")
-    est = {c: overhead * PRESETS[c].image_passes() / views_per_s for c in candidates}
-    return next((c for c in candidates if est[c] <= budget_s), candidates[-1]), est

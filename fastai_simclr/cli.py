@@ -8,6 +8,7 @@ Docs: https://fastai-simclr.github.io/fastai_simclr/cli.html.md"""
 from __future__ import annotations
 import argparse, sys, os, time
 from pathlib import Path
+_STARTED = time.time()   # the clock of --budget: the command's start, imports included
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'CPU_IMAGES_PER_SECOND', 'CLIError', 'cmd_prepare', 'subcommand', 'cmd_reproduce', 'cmd_pretrain',
@@ -81,6 +82,7 @@ def _add_preset_options(p):
 def _preset_from_args(args):
     "The preset of `--preset` with the settings given as options and with `--set`, checked"
     from .recipes import get_preset, PRESETS, preset_fields, parse_setting
+    if args.preset is None: args.preset = 'seed' if getattr(args, 'budget', None) is not None else args.default_preset
     if args.preset not in PRESETS: raise CLIError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
     over = _parse_set(args.set, PRESETS[args.preset])
     for f in preset_fields():
@@ -96,7 +98,7 @@ def _seed_from_args(args)->int:
 
 def _confirm_long_run(p, args, device, passes:int=None, what:str=None):
     "On a CPU, say how long `p` (or `passes` image passes of `what`) will take and ask (or require `--yes`) when it is hours"
-    if device.type != 'cpu' or args.yes: return
+    if device.type != 'cpu' or args.yes or getattr(args, 'budget', None) is not None: return   # a budget bounds the time
     passes, what = passes or p.image_passes(), what or f"the {p.name} preset"
     hours = passes / CPU_IMAGES_PER_SECOND / 3600
     if hours < 3: return
@@ -111,11 +113,15 @@ def _presets_epilog()->str:
     return 'presets:\n' + '\n'.join(textwrap.fill(p.description, 100, initial_indent=f"  {n:<12}", subsequent_indent=' ' * 14)
                                     for n,p in PRESETS.items())
 
-def _add_run_args(p, default_preset='quick', default_out='runs/<preset>', distributed=True):
+def _add_run_args(p, default_preset='quick', default_out='runs/<preset>', distributed=True, budget=True):
     from .recipes import PRESETS
     p.formatter_class, p.epilog = argparse.RawDescriptionHelpFormatter, _presets_epilog()
     _add_data(p)
-    p.add_argument('--preset', default=default_preset, help=f"{', '.join(PRESETS)} (see the list below); default {default_preset}")
+    p.set_defaults(default_preset=default_preset)
+    p.add_argument('--preset', help=f"{', '.join(PRESETS)} (see the list below); default {default_preset}" + ('; with --budget, seed' if budget else ''))
+    if budget: p.add_argument('--budget', metavar='DURATION', help="e.g. 10m, 1h, 90s: measure this machine (about 30 s, counted in the budget), "
+                              "then size the run from --preset (default seed) to end within DURATION: pre-training images and epochs, labels, "
+                              "folds, epochs, test and k-NN sizes; the plan is printed first and kept in config.json (default out: runs/<preset>-<DURATION>)")
     p.add_argument('--out', metavar='DIR', help=f'output folder (default {default_out}); re-running with the same folder resumes')
     p.add_argument('--seed', default='42', metavar='N', help='fixes the label subset, the folds and every initialization (default 42)')
     p.add_argument('--device', help="torch device, e.g. cpu or cuda:0 (default: fastai's default_device())")
@@ -155,7 +161,12 @@ def _run(args, pretrain_only=False):
     if enc is not None and not Path(enc).is_file(): raise CLIError(f"encoder file not found: {enc}")
     device = setup_distributed(args.device) or device   # under accelerate launch/torchrun: join the processes, this process' GPU
     return reproduce(p, data=args.data, out=args.out, seed=seed, encoder=enc, device=device, log=_console_log(), command=_command(args), sync_bn=args.sync_bn,
-                     speed=_speed_from_args(args), pretrain_only=pretrain_only)
+                     speed=_speed_from_args(args), pretrain_only=pretrain_only, budget=_budget_from_args(args), started=_STARTED)
+
+def _budget_from_args(args):
+    "Seconds of `--budget`, or None"
+    from .budget import parse_duration
+    return None if getattr(args, 'budget', None) is None else parse_duration(args.budget, '--budget')
 
 # %% ../nbs/20_cli.ipynb #166b23b8
 def cmd_reproduce(args):
@@ -184,6 +195,7 @@ def _run_images(args):
     from .utils import resolve_device
     if args.data is not None: raise CLIError("give --images (a folder of any images) or --data (CIFAR-10), not both")
     if args.sync_bn: raise CLIError("--sync-bn is for CIFAR-10 pre-training under a distributed launch; not with --images")
+    if args.budget is not None: raise CLIError("--budget sizes CIFAR-10 runs; with --images, set the epochs (--pretrain-epochs)")
     size = 64 if args.size is None else args.size
     try: size = int(size)
     except ValueError: raise CLIError(f"--size must be a whole number of pixels, got {args.size!r}") from None
@@ -255,7 +267,7 @@ def _sweep_defaults_help()->str:
             'linear probe on the preset\'s folds, each fold tested on the test set, and write sweep.json, report.md and sweep.png to --out. '
             'An interrupted sweep resumes when started again with the same --out; a folder written with any other setting is refused.')
 def _sweep_args(p):
-    _add_run_args(p, default_preset='cpu1h-sweep', default_out='runs/sweep-<preset>', distributed=False)
+    _add_run_args(p, default_preset='cpu1h-sweep', default_out='runs/sweep-<preset>', distributed=False, budget=False)
     fr, mf = _sweep_defaults_help()
     p.add_argument('--fracs', metavar='F,F,...', help=f"label fractions of the training images (0.01: 500 of 50,000), comma-separated, "
                    f"each in (0, 1] (default: the preset's; {fr})")

@@ -314,19 +314,22 @@ def get_preset(name:str, # One of `PRESETS`
 
 # %% ../nbs/09_recipes.ipynb #083be857
 def estimate_seconds(p:Preset, # The settings
-                     views_per_s:float, # Forward+backward images per second of training (pre-training views, or classifier images)
-                     eval_speedup:float=3., # How much faster a forward-only pass is
+                     speeds, # Training throughput in images/s (pre-training views or classifier images), or `budget.measure_speeds`'s dict
+                     eval_speedup:float=3., # With a number for `speeds`: how much faster a forward-only pass is
                      n_train:int=50_000, n_test:int=10_000, # Size of the data set
                     )->dict:
-    "Estimated seconds of each phase of `p` and their total, from a training throughput"
-    ev = views_per_s * eval_speedup
+    "Estimated seconds of each phase of `p` (the folds: baseline and fine-tune together; the report's pictures) and their total, from a training throughput or measured speeds"
+    s = speeds if isinstance(speeds, dict) else {'pretrain': speeds, 'train': speeds, 'eval': speeds * eval_speedup}
+    pv, tv, ev = s['pretrain'], s['train'], s['eval']   # views/s, images/s, forward-only images/s
+    ph, ck, pf = s.get('phase', 0.), s.get('checkpoint', 0.), s.get('probe_fit', 0.)   # seconds per phase, per epoch, per labeled image of a probe fit
     n_pre, n_lab = p.pretrain_n or n_train, round(p.frac * n_train)
     n_val = n_lab / p.n_splits
-    t_test = (p.test_n or n_test) / ev
-    r = {'pretrain': p.pretrain_epochs * (2 * n_pre / views_per_s + 2 * (p.pretrain_valid_n or n_test) / ev),
-         'knn': 2 * ((p.knn_bank_n or n_train) + (p.knn_test_n or n_test)) / ev,
-         'probe': 2 * (n_lab + (p.test_n or n_test)) / ev,
-         'folds': 2 * len(p.fold_list) * (p.epochs * ((n_lab - n_val) / views_per_s + n_val / ev) + t_test)}
+    n_te, bank, kte = p.test_n or n_test, p.knn_bank_n or n_train, p.knn_test_n or n_test
+    r = {'pretrain': ph + p.pretrain_epochs * (2 * (n_pre // p.pretrain_bs * p.pretrain_bs) / pv + 2 * (p.pretrain_valid_n or n_test) / ev + ck),
+         'knn': ph + 2 * (bank + kte) / ev,
+         'probe': ph + 2 * (n_lab + n_te) / ev + 2 * n_lab * pf,
+         'folds': 2 * len(p.fold_list) * (ph + p.epochs * ((n_lab - n_val) / tv + n_val / ev + ck) + (n_te + n_val) / ev),
+         'report': s.get('report', 0.) + 2 * (min(500, bank) + min(400, kte) + 6) / ev}   # the neighbour and embedding pictures
     r['total'] = sum(r.values())
     return r
 

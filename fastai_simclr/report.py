@@ -22,7 +22,7 @@ import scipy.stats
 
 # %% auto #0
 __all__ = ['SEED_REPORTED', 'fold_summary', 'epochs_to_reach', 'paired_interval', 'paired_differences', 'paired_sentence',
-           'summarize', 'plot_comparison', 'plot_pretrain', 'plot_augmentations', 'plot_run_pictures',
+           'summarize', 'plot_comparison', 'plot_pretrain', 'plot_augmentations', 'plot_run_pictures', 'plan_rows',
            'report_markdown', 'provenance_lines', 'write_report']
 
 # %% ../nbs/10a_report.ipynb #0f16d38b
@@ -204,6 +204,25 @@ def _aug_row(res:dict):
     pm = lambda v: f"{100*np.mean(v):.1f}% ± {100*np.std(v):.1f}"
     return [('validation accuracy on augmented images, as the seed measured it', pm(vals['baseline']), pm(vals['finetune']), '76% / 82%')]
 
+def plan_rows(res:dict # A run's results with the `plan` of `--budget`
+             )->list:
+    "Markdown lines: each phase's estimated and actual minutes of a budgeted run (actual: the phase's own seconds, fold phases added up)"
+    pl = res['plan']
+    act = {'pretrain': res['pretrain'].get('seconds'), 'knn': res.get('knn', {}).get('seconds'), 'probe': res.get('probe', {}).get('seconds'),
+           **{k: sum(r['seconds'] for r in res['folds'][k]) if res.get('folds', {}).get(k) else None for k in ('baseline', 'finetune')}}
+    mins = lambda s: '' if s is None else f"{s/60:.1f}"
+    ratio = lambda e, a: '' if not (a and e) else f"{100*(a-e)/e:+.0f}%"
+    s = pl['speeds']
+    L_ = [f"Budget {pl['budget_s']/60:g} min from the `{pl['base']['name']}` recipe. Measured on {s['device']} ({s['speed']}) in {s['seconds']:.0f} s: "
+          f"{s['pretrain']:,.0f} pre-training views/s, {s['train']:,.0f} training images/s, {s['eval']:,.0f} evaluation images/s.", '',
+          '| phase | estimated (min) | actual (min) | actual vs estimated |', '|---|---|---|---|',
+          f"| data and measurement, before the plan | | {mins(pl['spent_s'])} | |"]
+    L_ += [f"| {k} | {mins(e)} | {mins(act.get(k))} | {ratio(e, act.get(k))} |" for k, e in pl['estimate'].items() if k != 'report']
+    if 'report' in pl['estimate']: L_.append(f"| report | {mins(pl['estimate']['report'])} | written after this table | |")
+    if res.get('wall_s'): L_.append(f"| total up to the report | {mins(pl['total_s'] - pl['estimate'].get('report', 0))} | {mins(res['wall_s'])} | "
+                                    f"{ratio(pl['total_s'] - pl['estimate'].get('report', 0), res['wall_s'])} |")
+    return L_
+
 def report_markdown(res:dict, # `summarize`d results of a run
                     pictures:bool=False, # The run's folder holds `neighbours.png` and `embedding.png`
                    )->str:
@@ -250,6 +269,7 @@ def report_markdown(res:dict, # `summarize`d results of a run
               "The features of 400 test images projected to 2-D (PCA), coloured by class:", '', '![embedding map](embedding.png)']
              if pictures else ["The nearest-neighbour and embedding-map pictures need the pre-trained encoder file, which this folder "
                                "does not hold (encoder files are not committed with results): they were skipped."]), '',
+           *(['## Plan and actual time', '', *plan_rows(res), ''] if res.get('plan') else []),
            *provenance_lines(res, 'results.json', 'wall time per phase (s)'),
            '', 'The seed figures are those its authors reported for the full recipe on the original CIFAR-10 files; this data set is '
            'the JPEG re-encoding, expected 1-3 points lower; its losses are training losses. Validation and test images are not '

@@ -18,7 +18,8 @@ from .recipes import (Preset, get_preset, preset_encoder, check_data, check_seed
                                    run_pretrain, run_fold, run_knn, run_probe)
 from .report import summarize, write_report
 from .distributed import is_main_process, main_process_first, end_distributed, default_sync_bn
-from .speed import speed_cbs, resolve_speed, speed_options
+from .speed import speed_cbs, resolve_speed, speed_options, speed_label
+from .budget import parse_duration, format_duration, measure_speeds, plan_budget, plan_lines, MEASURE_SECONDS
 from .checkpoint import RunLock
 from .learner import image_folder_dls, create_encoder
 from .share import write_model_card, plot_neighbours
@@ -56,11 +57,15 @@ def _flat(d:dict, pre='')->dict:
         else: out[f'{pre}{k}'] = v
     return out
 
-def run_config(p:Preset, seed:int=42, encoder=None, speed:dict=None, fingerprint:str=None, sync_bn:bool=False)->dict:
+def run_config(p:Preset, seed:int=42, encoder=None, speed:dict=None, fingerprint:str=None, sync_bn:bool=False,
+               plan:dict=None, # A budgeted run's plan (`budget.plan_budget`, its preset by name): budget, base recipe, measured speeds, estimates
+              )->dict:
     "Everything that decides a run's numbers, as `config.json` holds it"
     spd = speed_options(speed)
-    return {'preset': p.to_dict(), 'seed': seed, 'encoder': str(Path(encoder).resolve()) if encoder else None, 'sync_bn': bool(sync_bn),
-            'speed': spd, 'data': {'fingerprint': fingerprint}, 'versions': versions()}
+    cfg = {'preset': p.to_dict(), 'seed': seed, 'encoder': str(Path(encoder).resolve()) if encoder else None, 'sync_bn': bool(sync_bn),
+           'speed': spd, 'data': {'fingerprint': fingerprint}, 'versions': versions()}
+    if plan is not None: cfg['plan'] = plan
+    return cfg
 
 def config_differences(old:dict, new:dict)->list:
     "One 'key: old there, new now' line for each setting that differs"
@@ -158,28 +163,52 @@ def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
               sync_bn:bool|None=None, # SyncBatchNorm in pre-training when launched on several GPUs; None: on there (`default_sync_bn`)
               speed:dict=None, # Speed options of every phase, `speed_cbs` arguments: bf16, channels_last, compile (default: the device's)
               pretrain_only:bool=False, # Stop after the pre-training (`fastai-simclr pretrain`)
+              budget=None, # A duration ('10m', '1h', '90s' or seconds): measure this machine, then size the run from `preset` to end within it
+              started:float=None, # With `budget`: when its clock started (`time.time()`; default: now)
              )->dict:
     "Run the SimCLR-vs-baseline experiment into `out`, resuming what an earlier run left there; returns the results"
     # launched on several processes: all pre-train, then rank 0 alone runs the rest and writes every file; the others return None
+    t_all = started or time.time()
     p = get_preset(preset) if isinstance(preset, str) else preset.validate()
+    budget_s = None if budget is None else parse_duration(budget)
+    if budget_s is not None and num_distrib() > 1: raise ValueError("--budget sizes a run in one process; launch it without accelerate or torchrun")
+    if budget_s is not None and encoder is not None: raise ValueError("--budget sizes a run that pre-trains; give it without --encoder")
+    if budget_s is not None and budget_s < 2 * MEASURE_SECONDS:
+        raise ValueError(f"a budget of {format_duration(budget_s)} is shorter than the measurement of this machine (about {MEASURE_SECONDS} s) and a run; give --budget 5m or more")
     seed = check_seed(seed)
     device = resolve_device(device)
     sync_bn = default_sync_bn(sync_bn, device)   # recorded as it is used: off in one process
     speed = resolve_speed(**(speed or {}), device=device)
     spd = speed_options(speed)
     data_path = data.path if isinstance(data, CIFARData) else cifar10_path(data)
-    out = Path(out or f'runs/{p.name}')
+    out = Path(out or f"runs/{p.name if budget_s is None else f'{p.name}-{format_duration(budget_s)}'}")
     main = is_main_process()
     if encoder is not None: load_encoder(encoder, preset_encoder(p))   # a clear error now, not after the baseline
     if main: check_out(out, data_path)
     fp = data_fingerprint(data if isinstance(data, CIFARData) else data_path)
-    cfg = run_config(p, seed, encoder, spd, fp, sync_bn)
-    if main: check_config(out, cfg, write=False)                         # refused before anything is written
-    t_all = time.time()
+    plan = None
+    if budget_s is not None:   # a resumed run keeps the plan in its config.json: not measured again
+        plan, kept = _kept_plan(out, budget_s, p)
+        if kept is not None: p = kept
+    if budget_s is None or plan is not None:
+        cfg = run_config(p, seed, encoder, spd, fp, sync_bn, plan)
+        if main: check_config(out, cfg, write=False)                     # refused before anything is written
+    t_data = time.time()
     if not isinstance(data, CIFARData):
         log(f"[data] reading CIFAR-10 from {show_path(data_path)} (decoded once into a uint8 cache: the first run takes a minute or two, later ones seconds)")
         data = main_process_first(load_cifar10, data_path, verbose=False)
-        log(f"[data] {len(data.train_x):,} training and {len(data.test_x):,} test images ready ({time.time()-t_all:.0f}s)")
+        log(f"[data] {len(data.train_x):,} training and {len(data.test_x):,} test images ready ({time.time()-t_data:.0f}s)")
+    if budget_s is not None and plan is None:
+        log(f"[budget] measuring this machine at its speed settings ({speed_label(speed)}; about {MEASURE_SECONDS} s) ...")
+        speeds = measure_speeds(p, data, device, speed, seed)
+        plan = plan_budget(p, budget_s, speeds, len(data.train_x), len(data.test_x), spent_s=time.time() - t_all, pretrain_only=pretrain_only)
+        p = plan['preset']
+        plan = {**plan, 'preset': p.name}
+        cfg = run_config(p, seed, encoder, spd, fp, sync_bn, plan)
+        if main: check_config(out, cfg, write=False)
+    elif plan is not None: log(f"[budget] resuming the plan recorded in {show_path(out/'config.json')} (not measured again)")
+    if plan is not None:
+        for l in plan_lines({**plan, 'preset': p}, len(data.train_x), len(data.test_x)): log(f"[plan] {l}")
     check_data(p, data, seed)
     with contextlib.ExitStack() as stack:
         if main:
@@ -187,9 +216,17 @@ def reproduce(preset='quick', # A name in `PRESETS` or a `Preset`
             stack.enter_context(RunLock(out))
             clean_temps(out)
             check_config(out, cfg, write=True)                           # again under the lock: another run may have started
-        return _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, speed, spd, pretrain_only, fp, t_all)
+        return _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, speed, spd, pretrain_only, fp, t_all, plan)
 
-def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, speed, spd, pretrain_only, fp, t_all):
+def _kept_plan(out:Path, budget_s:float, base:Preset)->tuple:
+    "`(plan, preset)` of the budgeted run in `out`, with the budget and base asked for now (a change shows as a difference); `(None, None)` where `out` holds no run"
+    f = Path(out)/'config.json'
+    if not f.exists(): return None, None
+    cfg = read_json(f, "the settings of the run in this folder")
+    if 'plan' not in cfg: raise ConfigMismatch(f"{out} holds a run made without --budget; use another --out, or delete that folder")
+    return {**cfg['plan'], 'budget_s': budget_s, 'base': base.to_dict()}, Preset(**cfg['preset'])
+
+def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, speed, spd, pretrain_only, fp, t_all, plan=None):
     main = is_main_process()
     say = log if main else (lambda s: None)
     cbs = lambda label, unit: [*speed_cbs(**spd, device=device), *([ProgressLine(label, unit, log=log)] if main else [])]
@@ -197,6 +234,7 @@ def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, spee
     part = {'status': 'partial', 'finished': [], 'n_phases': 2 + 2*len(p.fold_list) + (encoder is None), 'preset': p.to_dict(), 'seed': seed,
             'folds': {'baseline': [], 'finetune': []}, 'device': device_name(device), 'speed': speed,
             'command': command or f"reproduce(preset={p.name!r}, seed={seed})"}
+    if plan is not None: part['plan'] = plan
     def phase(label, folder, text, f, key=None):
         _phase_line(say, label, folder, text)
         t0 = time.time(); r = f()
@@ -215,7 +253,7 @@ def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, spee
     else:
         pre = {'history': [], 'encoder': str(encoder), 'images': 0, 'seconds': 0, 'effective_batch_size': None}
     if not end_distributed(): return None
-    if pretrain_only: return {'pretrain': pre, 'preset': p.to_dict(), 'seed': seed}
+    if pretrain_only: return {'pretrain': pre, 'preset': p.to_dict(), 'seed': seed, 'plan': plan}
     n_test = len(test_indices(data, p.test_n, seed))
     knn = phase('knn', out/'knn', f"k-NN accuracy (k={p.knn_k}) of the random and the pre-trained encoder: a bank of "
                 f"{p.knn_bank_n or len(data.train_x):,} labeled training images, {p.knn_test_n or len(data.test_x):,} test images",
@@ -240,11 +278,15 @@ def _run_phases(p, data, out, seed, encoder, device, log, command, sync_bn, spee
            'n_labeled': n_lab, 'n_test': n_test, 'data': str(data.path), 'data_fingerprint': fp, 'device': device_name(device),
            'speed': speed, 'machine': f"{platform.node() or 'unknown'}: {platform.machine()}, {os.cpu_count()} CPU cores",
            'versions': versions(), 'code': code_version(), 'command': command or f"reproduce(preset={p.name!r}, seed={seed})"}
+    if plan is not None: res['plan'] = plan
     res = summarize(res)
     res['seconds'] = {'pretrain': round(sum(h['seconds'] for h in pre['history']), 1), 'knn': knn['seconds'], 'probe': probe['seconds'],
                       'baseline': res['baseline']['seconds'], 'finetune': res['finetune']['seconds']}
+    res['wall_s'] = round(time.time() - t_all, 1)   # up to the report, which shows it
     write_report(res, out, data)
     log(f"[report] {show_path(out/'report.md')} ({time.time()-t_all:.0f}s in this call)")
+    if plan is not None:
+        log(f"[budget] {time.time()-t_all:.0f}s of the {format_duration(plan['budget_s'])} budget in this call; planned {plan['total_s']:.0f}s")
     return res
 
 # %% ../nbs/10_reproduce.ipynb #93e24edd
