@@ -111,7 +111,7 @@ def test_reproduce_records_sync_bn_off_in_one_process(tmp_path, monkeypatch):
     import fastai_simclr.reproduce as R
     monkeypatch.setattr('torch.cuda.is_available', lambda: True)   # even where there are GPUs
     seen = {}
-    def stop(p, seed, encoder, spd, fp, sync_bn): seen['sync_bn'] = sync_bn; raise SystemExit
+    def stop(p, seed, encoder, spd, fp, sync_bn, *rest): seen['sync_bn'] = sync_bn; raise SystemExit
     monkeypatch.setattr(R, 'run_config', stop)
     with pytest.raises(SystemExit): R.reproduce('smoke', out=tmp_path/'o', device='cpu')
     assert seen == {'sync_bn': False}
