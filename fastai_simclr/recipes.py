@@ -34,11 +34,11 @@ from .distributed import is_main_process, default_sync_bn   # also adds `Learner
 
 # %% auto #0
 __all__ = ['PRESET_LIMITS', 'TUPLE_LIMITS', 'PRESETS', 'SALTS', 'Preset', 'PresetField', 'preset_fields', 'parse_setting',
-           'rescale_step', 'rescale_exp', 'get_preset', 'estimate_seconds', 'preset_stats', 'preset_encoder',
-           'preset_simclr_augs', 'preset_train_augs', 'pretrain_learner', 'baseline_learner', 'finetune_learner',
-           'check_seed', 'labeled_indices', 'pretrain_indices', 'test_indices', 'subset_data', 'check_data',
-           'read_result', 'run_pretrain', 'run_fold', 'probe_features', 'fit_probe', 'probe_method', 'linear_probe',
-           'run_knn', 'run_probe']
+           'rescale_step', 'rescale_exp', 'get_preset', 'picture_sizes', 'estimate_seconds', 'preset_stats',
+           'preset_encoder', 'preset_simclr_augs', 'preset_train_augs', 'pretrain_learner', 'baseline_learner',
+           'finetune_learner', 'check_seed', 'labeled_indices', 'pretrain_indices', 'test_indices', 'subset_data',
+           'check_data', 'read_result', 'run_pretrain', 'run_fold', 'probe_features', 'fit_probe', 'probe_method',
+           'linear_probe', 'run_knn', 'run_probe']
 
 # %% ../nbs/09_recipes.ipynb #0cef313f
 @dataclass
@@ -313,6 +313,12 @@ def get_preset(name:str, # One of `PRESETS`
     return PRESETS[name].replace(**overrides)
 
 # %% ../nbs/09_recipes.ipynb #083be857
+def picture_sizes(p:Preset, # The settings
+                  n_train:int=50_000, n_test:int=10_000, # Size of the data set
+                 )->dict:
+    "Images of the report's pictures: 6 test queries, a bank of at most 500 of the k-NN bank, a map of at most 400 of the k-NN test images"
+    return {'queries': 6, 'bank': min(500, p.knn_bank_n or n_train), 'map': min(400, p.knn_test_n or n_test)}
+
 def estimate_seconds(p:Preset, # The settings
                      speeds, # Training throughput in images/s (pre-training views or classifier images), or `budget.measure_speeds`'s dict
                      eval_speedup:float=3., # With a number for `speeds`: how much faster a forward-only pass is
@@ -329,7 +335,7 @@ def estimate_seconds(p:Preset, # The settings
          'knn': ph + 2 * (bank + kte) / ev,
          'probe': ph + 2 * (n_lab + n_te) / ev + 2 * n_lab * pf,
          'folds': 2 * len(p.fold_list) * (ph + p.epochs * ((n_lab - n_val) / tv + n_val / ev + ck) + (n_te + n_val) / ev),
-         'report': s.get('report', 0.) + 2 * (min(500, bank) + min(400, kte) + 6) / ev}   # the neighbour and embedding pictures
+         'report': s.get('report', 0.) + 2 * sum(picture_sizes(p, n_train, n_test).values()) / ev}   # the neighbour and embedding pictures
     r['total'] = sum(r.values())
     return r
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from .utils import atomic_write_json, atomic_write_text, atomic_savefig, show_path
 from .speed import speed_label
 from .augment import plot_views
-from .recipes import Preset, preset_simclr_augs, preset_train_augs, test_indices, preset_encoder, preset_stats, SALTS
+from .recipes import Preset, preset_simclr_augs, preset_train_augs, test_indices, preset_encoder, preset_stats, picture_sizes, SALTS
 from .utils import seeded_subset
 from .model import load_encoder
 from .share import plot_neighbours, plot_embedding
@@ -180,7 +180,8 @@ def plot_run_pictures(res:dict, # A run's results (`preset`, `seed`, `pretrain`)
     p, seed, out = Preset(**res['preset']), res['seed'], Path(out)
     encs = {'random encoder': preset_encoder(p, seed), 'after SimCLR pre-training': load_encoder(encoder_path, preset_encoder(p))}
     st = preset_stats(p)
-    q, b, m = test_indices(data, 6, seed, 'figure'), seeded_subset(len(data.train_x), min(500, p.knn_bank_n), seed, SALTS['knn_bank']), test_indices(data, min(400, p.knn_test_n), seed, 'knn_test')
+    n = picture_sizes(p, len(data.train_x), len(data.test_x))
+    q, b, m = test_indices(data, n['queries'], seed, 'figure'), seeded_subset(len(data.train_x), n['bank'], seed, SALTS['knn_bank']), test_indices(data, n['map'], seed, 'knn_test')
     plot_neighbours(encs, data.test_x[q], data.train_x[b], stats=st, fname=out/'neighbours.png')
     plot_embedding(encs, data.test_x[m], data.test_y[m], data.vocab, stats=st, fname=out/'embedding.png')
     return [out/'neighbours.png', out/'embedding.png']

@@ -77,3 +77,13 @@ def test_neighbours_among_own_images_exclude_self(tmp_path):
     assert idx[0, 0] == 10 and not (idx == torch.arange(3)[:, None]).any()
     fig = plot_neighbours({'a': cifar_resnet18()}, x, n_query=3, k=2, fname=tmp_path/'n.png')
     assert (tmp_path/'n.png').stat().st_size > 5000
+
+def test_run_pictures_of_a_preset_whose_knn_uses_every_image(tmp_path, cifar):
+    "The seed preset's k-NN bank and test set are every image (`None`): its pictures take at most 500 and 400 of them"
+    from fastai_simclr.recipes import get_preset, preset_encoder
+    from fastai_simclr.report import plot_run_pictures
+    p = get_preset('seed'); enc = tmp_path/'encoder.safetensors'
+    assert p.knn_bank_n is None and p.knn_test_n is None
+    save_encoder(preset_encoder(p), enc)
+    files = plot_run_pictures({'preset': p.to_dict(), 'seed': 0}, tmp_path, cifar, enc)
+    assert [f.name for f in files] == ['neighbours.png', 'embedding.png'] and all(f.stat().st_size > 0 for f in files)
